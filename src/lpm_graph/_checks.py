@@ -1,0 +1,96 @@
+"""Input checks shared across the package: each error names the argument and the fix."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+__all__ = ["check_edge_index", "check_probability", "check_rate"]
+
+
+def _as_tensor(value: Tensor | float, name: str) -> Tensor:
+    if torch.is_tensor(value):
+        return value
+    try:
+        return torch.as_tensor(value, dtype=torch.get_default_dtype())
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{name} must be a number or a tensor, got {value!r}.") from err
+
+
+def check_rate(value: Tensor | float, name: str) -> None:
+    """A rate (per unit time): finite and non-negative."""
+    t = _as_tensor(value, name).detach()
+    if not (t.is_floating_point() or t.dtype in (torch.int32, torch.int64)):
+        raise ValueError(f"{name} must be a real number, got dtype {t.dtype}.")
+    if t.numel() == 0:
+        return
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(
+            f"{name} contains NaN or infinite values; pass finite rates (per unit time)."
+        )
+    if bool((t < 0).any()):
+        bad = t.min().item()
+        raise ValueError(
+            f"{name} must be a non-negative rate per unit time, got {bad:g}; "
+            "rates are >= 0 (convert probabilities p per step with -log(1 - p) / dt)."
+        )
+
+
+def check_probability(value: Tensor | float, name: str) -> None:
+    """A probability: finite and in [0, 1]."""
+    t = _as_tensor(value, name).detach()
+    if t.numel() == 0:
+        return
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} contains NaN or infinite values; pass probabilities in [0, 1].")
+    if bool(((t < 0) | (t > 1)).any()):
+        raise ValueError(
+            f"{name} must be a probability in [0, 1], got values in "
+            f"[{t.min().item():g}, {t.max().item():g}]; rates convert with 1 - exp(-rate * dt)."
+        )
+
+
+def check_positive(value: float, name: str) -> None:
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite positive number, got {value!r}.")
+
+
+def check_edge_index(
+    edge_index: object, num_src: int, num_dst: int, name: str = "edge_index"
+) -> Tensor:
+    """A ``[2, E]`` integer tensor with sources in ``[0, num_src)`` and destinations in
+    ``[0, num_dst)``; returned as long."""
+    if not torch.is_tensor(edge_index):
+        raise ValueError(
+            f"{name} must be a torch.Tensor of shape [2, E], got {type(edge_index).__name__}; "
+            "convert with torch.as_tensor(..., dtype=torch.long)."
+        )
+    if edge_index.is_floating_point() or edge_index.is_complex() or edge_index.dtype == torch.bool:
+        raise ValueError(
+            f"{name} must hold integer node ids, got dtype {edge_index.dtype}; use {name}.long()."
+        )
+    if edge_index.dim() != 2 or edge_index.shape[0] != 2:
+        hint = (
+            " (it looks transposed: use edge_index.t())"
+            if (edge_index.dim() == 2 and edge_index.shape[1] == 2)
+            else ""
+        )
+        raise ValueError(
+            f"{name} must have shape [2, E] (row 0 sources, row 1 destinations), got "
+            f"{list(edge_index.shape)}{hint}."
+        )
+    edge_index = edge_index.long()
+    if edge_index.numel() > 0:
+        for row, (label, bound) in enumerate((("source", num_src), ("destination", num_dst))):
+            ids = edge_index[row]
+            lo, hi = int(ids.min()), int(ids.max())
+            if lo < 0 or hi >= bound:
+                bad = lo if lo < 0 else hi
+                pos = int(((ids < 0) | (ids >= bound)).nonzero()[0])
+                raise ValueError(
+                    f"{name} has {label} id {bad} at edge {pos}, outside [0, {bound}); "
+                    f"node ids must be 0..{bound - 1} (pass the right num_nodes or relabel)."
+                )
+    return edge_index

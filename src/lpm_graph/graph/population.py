@@ -1,0 +1,344 @@
+"""PopulationGraph: a heterogeneous population graph on top of PyG's HeteroData."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+from torch_geometric.data import HeteroData
+
+from .._checks import check_edge_index
+from ..ops.csr import CSR
+
+if TYPE_CHECKING:
+    import networkx as nx
+    import scipy.sparse as sp
+    from torch_geometric.data import Data
+
+__all__ = ["PopulationGraph", "Relation"]
+
+Relation = tuple[str, str, str]
+"""``(source node type, edge type, destination node type)``, as in PyG."""
+
+DEFAULT_NODE_TYPE = "agent"
+DEFAULT_EDGE_TYPE = "contact"
+
+
+class PopulationGraph:
+    """A population of agents (and places) with typed edges and named per-node state.
+
+    The graph is stored in a :class:`torch_geometric.data.HeteroData` (``graph.data``), so
+    node types, relations and attributes read as in PyG: ``graph["agent"].age``,
+    ``graph["agent", "household", "agent"].edge_index``. Edge direction follows PyG:
+    ``edge_index[0]`` are sources ``j``, ``edge_index[1]`` destinations ``i``, and a message
+    flows ``j -> i``. The edge structure is fixed once built (build a new graph to change it),
+    which is what lets :meth:`csr` cache the destination-sorted CSR of every relation.
+
+    Args:
+        data: the node counts (``data[t].num_nodes``), edges (``edge_index``, optional
+            ``edge_weight``) and named per-node tensors.
+        allow_self_loops: if False, an edge ``i -> i`` raises.
+        allow_duplicates: if False, a repeated ``(j, i)`` pair within a relation raises.
+
+    Raises:
+        ValueError: node ids out of range, wrong dtypes or shapes, per-node tensors whose
+            first dimension is not the node count, negative or NaN edge weights, and
+            self-loops or duplicates when disallowed.
+    """
+
+    def __init__(
+        self,
+        data: HeteroData,
+        *,
+        allow_self_loops: bool = True,
+        allow_duplicates: bool = True,
+    ) -> None:
+        if not isinstance(data, HeteroData):
+            raise ValueError(
+                f"data must be a torch_geometric.data.HeteroData, got {type(data).__name__}; "
+                "use PopulationGraph.from_edge_index / from_pyg for other inputs."
+            )
+        self.data = data
+        self._csr: dict[Relation, CSR] = {}
+        self._validate(allow_self_loops, allow_duplicates)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_edge_index(
+        cls,
+        edge_index: Tensor,
+        num_nodes: int,
+        *,
+        edge_weight: Tensor | None = None,
+        undirected: bool = False,
+        node_type: str = DEFAULT_NODE_TYPE,
+        edge_type: str = DEFAULT_EDGE_TYPE,
+        allow_self_loops: bool = True,
+        allow_duplicates: bool = True,
+    ) -> PopulationGraph:
+        """One node type and one relation from a ``[2, E]`` tensor of directed edges.
+
+        Args:
+            edge_index: ``[2, E]`` integer tensor, row 0 sources, row 1 destinations.
+            num_nodes: number of agents; ids must be in ``[0, num_nodes)``.
+            edge_weight: optional ``[E]`` non-negative weights.
+            undirected: if True, each listed pair is one undirected contact and the reverse
+                edge is added (weights copied).
+            node_type, edge_type: names of the node type and the relation.
+        """
+        num_nodes = _check_num_nodes(num_nodes)
+        edge_index = check_edge_index(edge_index, num_nodes, num_nodes)
+        if undirected:
+            edge_index = torch.cat([edge_index, edge_index.flip(0)], dim=1)
+            if edge_weight is not None:
+                edge_weight = (
+                    torch.cat([edge_weight, edge_weight])
+                    if torch.is_tensor(edge_weight)
+                    else edge_weight
+                )
+        data = HeteroData()
+        data[node_type].num_nodes = num_nodes
+        store = data[node_type, edge_type, node_type]
+        store.edge_index = edge_index
+        if edge_weight is not None:
+            store.edge_weight = edge_weight
+        return cls(data, allow_self_loops=allow_self_loops, allow_duplicates=allow_duplicates)
+
+    @classmethod
+    def from_networkx(cls, graph: nx.Graph, **kwargs: Any) -> PopulationGraph:
+        """From a networkx graph; see :func:`lpm_graph.graph.interop.from_networkx`."""
+        from .interop import from_networkx
+
+        return from_networkx(graph, **kwargs)
+
+    @classmethod
+    def from_scipy(cls, matrix: sp.spmatrix | sp.sparray, **kwargs: Any) -> PopulationGraph:
+        """From a scipy sparse adjacency; see :func:`lpm_graph.graph.interop.from_scipy`."""
+        from .interop import from_scipy
+
+        return from_scipy(matrix, **kwargs)
+
+    @classmethod
+    def from_edge_list(cls, path: str | Path, **kwargs: Any) -> PopulationGraph:
+        """From a text edge list; see :func:`lpm_graph.graph.interop.read_edge_list`."""
+        from .interop import read_edge_list
+
+        return read_edge_list(path, **kwargs)
+
+    @classmethod
+    def from_pyg(cls, data: Data | HeteroData, **kwargs: Any) -> PopulationGraph:
+        """From a PyG ``Data`` or ``HeteroData``; see :func:`lpm_graph.graph.interop.from_pyg`."""
+        from .interop import from_pyg
+
+        return from_pyg(data, **kwargs)
+
+    # ------------------------------------------------------------------ conversion
+    def to_pyg(self) -> HeteroData:
+        """The underlying ``HeteroData`` (shared, not copied)."""
+        return self.data
+
+    def to_networkx(self, relation: Relation | None = None) -> nx.DiGraph:
+        """One relation as a networkx ``DiGraph``; see :func:`lpm_graph.graph.interop`."""
+        from .interop import to_networkx
+
+        return to_networkx(self, relation)
+
+    def to_scipy(self, relation: Relation | None = None) -> sp.csr_array:
+        """One relation as a scipy CSR adjacency with ``A[i, j]`` for the edge ``j -> i``."""
+        from .interop import to_scipy
+
+        return to_scipy(self, relation)
+
+    # ------------------------------------------------------------------ access
+    @property
+    def node_types(self) -> list[str]:
+        return list(self.data.node_types)
+
+    @property
+    def relations(self) -> list[Relation]:
+        return list(self.data.edge_types)
+
+    @property
+    def device(self) -> torch.device:
+        for rel in self.relations:
+            return self.data[rel].edge_index.device
+        for node_type in self.node_types:
+            for value in self.data[node_type].values():
+                if torch.is_tensor(value):
+                    return value.device
+        return torch.device("cpu")
+
+    def num_nodes(self, node_type: str | None = None) -> int:
+        return int(self.data[self._node_type(node_type)].num_nodes)
+
+    def num_edges(self, relation: Relation | None = None) -> int:
+        return int(self.edge_index(relation).shape[1])
+
+    def edge_index(self, relation: Relation | None = None) -> Tensor:
+        return self.data[self.relation(relation)].edge_index
+
+    def edge_weight(self, relation: Relation | None = None) -> Tensor | None:
+        store = self.data[self.relation(relation)]
+        return store["edge_weight"] if "edge_weight" in store else None
+
+    def relation(self, relation: Relation | str | None = None) -> Relation:
+        """Resolve ``None`` (the only relation) or an edge-type name to a full relation."""
+        relations = self.relations
+        if relation is None:
+            if len(relations) == 1:
+                return relations[0]
+            raise ValueError(
+                f"this graph has {len(relations)} relations {relations}; name one "
+                "(e.g. relation=('agent', 'household', 'agent'))."
+            )
+        if isinstance(relation, str):
+            matches = [r for r in relations if r[1] == relation]
+            if len(matches) == 1:
+                return matches[0]
+        elif tuple(relation) in relations:
+            return tuple(relation)  # type: ignore[return-value]
+        raise ValueError(f"unknown relation {relation!r}; this graph has {relations}.")
+
+    def _node_type(self, node_type: str | None) -> str:
+        types = self.node_types
+        if node_type is None:
+            if len(types) == 1:
+                return types[0]
+            raise ValueError(f"this graph has node types {types}; name one (node_type=...).")
+        if node_type not in types:
+            raise ValueError(f"unknown node type {node_type!r}; this graph has {types}.")
+        return node_type
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.data[key]
+
+    def node_attrs(self, node_type: str | None = None) -> dict[str, Tensor]:
+        """The named per-node tensors of a node type (``num_nodes`` excluded)."""
+        store = self.data[self._node_type(node_type)]
+        return {k: v for k, v in store.items() if torch.is_tensor(v)}
+
+    def set_node_attrs(self, node_type: str | None = None, **tensors: Tensor) -> None:
+        """Attach named per-node tensors (first dimension = number of nodes of that type)."""
+        node_type = self._node_type(node_type)
+        n = self.num_nodes(node_type)
+        for name, value in tensors.items():
+            _check_node_tensor(value, n, node_type, name)
+            self.data[node_type][name] = value
+
+    def csr(self, relation: Relation | str | None = None) -> CSR:
+        """The destination-sorted CSR of a relation, built once and reused by every step."""
+        rel = self.relation(relation)
+        cached = self._csr.get(rel)
+        if cached is None:
+            src_type, _, dst_type = rel
+            cached = CSR.from_edge_index(
+                self.edge_index(rel), self.num_nodes(src_type), self.num_nodes(dst_type)
+            )
+            self._csr[rel] = cached
+        return cached
+
+    def to(self, device: torch.device | str) -> PopulationGraph:
+        """A graph on ``device`` (cached CSRs move along)."""
+        out = PopulationGraph.__new__(PopulationGraph)
+        out.data = self.data.to(device)
+        out._csr = {rel: csr.to(device) for rel, csr in self._csr.items()}
+        return out
+
+    def __repr__(self) -> str:
+        nodes = ", ".join(f"{t}={self.num_nodes(t):,}" for t in self.node_types)
+        edges = ", ".join(f"{r[1]}={self.num_edges(r):,}" for r in self.relations)
+        return f"PopulationGraph(nodes: {nodes}; edges: {edges})"
+
+    # ------------------------------------------------------------------ validation
+    def _validate(self, allow_self_loops: bool, allow_duplicates: bool) -> None:
+        for node_type in self.data.node_types:
+            store = self.data[node_type]
+            if "num_nodes" not in store:
+                raise ValueError(
+                    f"node type {node_type!r} has no num_nodes; set data[{node_type!r}].num_nodes."
+                )
+            n = _check_num_nodes(store.num_nodes, f"data[{node_type!r}].num_nodes")
+            for name, value in store.items():
+                if torch.is_tensor(value):
+                    _check_node_tensor(value, n, node_type, name)
+        for rel in self.data.edge_types:
+            src_type, _, dst_type = rel
+            for t in (src_type, dst_type):
+                if t not in self.data.node_types:
+                    raise ValueError(f"relation {rel} names node type {t!r}, which has no nodes.")
+            store = self.data[rel]
+            if "edge_index" not in store:
+                raise ValueError(f"relation {rel} has no edge_index; set it to a [2, E] tensor.")
+            store.edge_index = check_edge_index(
+                store.edge_index,
+                self.num_nodes(src_type),
+                self.num_nodes(dst_type),
+                name=f"edge_index of {rel}",
+            )
+            if "edge_weight" in store:
+                _check_edge_weight(store.edge_weight, store.edge_index.shape[1], rel)
+            if not allow_self_loops and src_type == dst_type:
+                loops = store.edge_index[0] == store.edge_index[1]
+                if bool(loops.any()):
+                    pos = int(loops.nonzero()[0])
+                    node = int(store.edge_index[0, pos])
+                    raise ValueError(
+                        f"edge_index of {rel} has a self-loop {node} -> {node} at edge {pos} "
+                        "and allow_self_loops=False; remove self-loops "
+                        "(torch_geometric.utils.remove_self_loops) or allow them."
+                    )
+            if not allow_duplicates:
+                _check_no_duplicates(store.edge_index, self.num_nodes(dst_type), rel)
+
+
+def _check_num_nodes(num_nodes: object, name: str = "num_nodes") -> int:
+    if isinstance(num_nodes, bool) or not isinstance(num_nodes, (int, torch.Tensor)):
+        raise ValueError(f"{name} must be a non-negative int, got {num_nodes!r}.")
+    value = int(num_nodes)
+    if value < 0:
+        raise ValueError(f"{name} must be a non-negative int, got {value}.")
+    return value
+
+
+def _check_node_tensor(value: Tensor, n: int, node_type: str, name: str) -> None:
+    if not torch.is_tensor(value):
+        raise ValueError(f"node attribute {name!r} of {node_type!r} must be a tensor.")
+    if value.dim() == 0 or value.shape[0] != n:
+        raise ValueError(
+            f"node attribute {name!r} of {node_type!r} has shape {list(value.shape)}; its first "
+            f"dimension must be the number of {node_type!r} nodes ({n})."
+        )
+
+
+def _check_edge_weight(weight: object, num_edges: int, rel: Relation) -> None:
+    if not torch.is_tensor(weight) or weight.dim() != 1 or weight.shape[0] != num_edges:
+        shape = list(weight.shape) if torch.is_tensor(weight) else type(weight).__name__
+        raise ValueError(
+            f"edge_weight of {rel} must be a 1-D tensor with one weight per edge ({num_edges}), "
+            f"got {shape}."
+        )
+    if not weight.is_floating_point():
+        raise ValueError(f"edge_weight of {rel} must be floating point; use .float().")
+    if not bool(torch.isfinite(weight).all()) or bool((weight < 0).any()):
+        raise ValueError(
+            f"edge_weight of {rel} must be finite and non-negative; found NaN, inf or a "
+            "negative weight."
+        )
+
+
+def _check_no_duplicates(edge_index: Tensor, num_dst: int, rel: Relation) -> None:
+    if edge_index.shape[1] < 2:
+        return
+    key = edge_index[0] * max(num_dst, 1) + edge_index[1]
+    sorted_key, order = torch.sort(key, stable=True)
+    dup = (sorted_key[1:] == sorted_key[:-1]).nonzero()
+    if dup.numel():
+        pos = int(order[int(dup[0]) + 1])
+        j, i = int(edge_index[0, pos]), int(edge_index[1, pos])
+        raise ValueError(
+            f"edge_index of {rel} repeats the edge {j} -> {i} (edge {pos}) and "
+            "allow_duplicates=False; remove duplicates (torch_geometric.utils.coalesce) or "
+            "allow them (duplicates then count as parallel contacts)."
+        )

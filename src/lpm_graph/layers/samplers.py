@@ -1,0 +1,117 @@
+"""Differentiable samplers and per-layer random streams.
+
+Estimators
+----------
+``bernoulli_st(p)``
+    Forward: an exact draw ``b = 1[u < p]``, ``u ~ U(0, 1)``, so simulated trajectories are
+    samples of the true process. Backward: the straight-through estimator
+    ``db/dp := 1`` (Bengio et al., 2013), i.e. ``b = hard + p - stop_gradient(p)``. For one
+    draw it is unbiased for ``d E[b] / dp = 1``; through a nonlinear simulation it is biased,
+    and the tests compare it with finite differences under common random numbers.
+``categorical_st(logits, tau)``
+    Forward: an exact draw ``k = argmax(logits + g)``, ``g ~ Gumbel(0, 1)`` (the Gumbel-max
+    trick), returned one-hot. Backward: the gradient of the Gumbel-softmax relaxation
+    ``softmax((logits + g) / tau)`` (Jang et al., 2017; Maddison et al., 2017). With
+    ``hard=False`` the relaxed sample itself is returned.
+
+Random streams
+--------------
+:class:`RandomStreams` derives one generator per ``(seed, layer name, step)`` from a
+cryptographic hash, so adding a layer does not change any other layer's draws, draws do not
+depend on call order, and recomputation (gradient checkpointing) replays the same numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+from torch import Tensor
+
+__all__ = ["RandomStreams", "bernoulli_st", "categorical_st"]
+
+
+class RandomStreams:
+    """Seeded, independent random streams keyed by layer name and step.
+
+    Args:
+        seed: the run's seed (any int).
+        device: device of the generators (that of the graph).
+    """
+
+    def __init__(self, seed: int, device: torch.device | str = "cpu") -> None:
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"seed must be an int, got {seed!r}.")
+        self.seed = seed
+        self.device = torch.device(device)
+
+    def key(self, name: str, step: int) -> int:
+        digest = hashlib.blake2b(
+            f"{self.seed}\x1f{name}\x1f{step}".encode(), digest_size=8
+        ).digest()
+        return int.from_bytes(digest, "little") & (2**63 - 1)
+
+    def generator(self, name: str, step: int = 0) -> torch.Generator:
+        """A fresh generator for layer ``name`` at ``step``."""
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(self.key(name, step))
+        return gen
+
+    def uniform(self, name: str, step: int, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+        return torch.rand(
+            shape, generator=self.generator(name, step), dtype=dtype, device=self.device
+        )
+
+    def __repr__(self) -> str:
+        return f"RandomStreams(seed={self.seed}, device={self.device})"
+
+
+def bernoulli_st(
+    p: Tensor, *, generator: torch.Generator | None = None, uniform: Tensor | None = None
+) -> Tensor:
+    """Exact Bernoulli(``p``) draws with the straight-through gradient ``db/dp = 1``.
+
+    Args:
+        p: probabilities in [0, 1], any shape.
+        generator: random stream (ignored when ``uniform`` is given).
+        uniform: pre-drawn ``U(0, 1)`` numbers of ``p``'s shape (common random numbers).
+
+    Returns:
+        A tensor of 0.0 / 1.0 with ``p``'s shape and dtype; gradients pass to ``p`` unchanged.
+    """
+    if uniform is None:
+        uniform = torch.rand(p.shape, generator=generator, dtype=p.dtype, device=p.device)
+    hard = (uniform < p).to(p.dtype)
+    if p.requires_grad:
+        return hard + (p - p.detach())
+    return hard
+
+
+def categorical_st(
+    logits: Tensor,
+    *,
+    tau: float = 1.0,
+    hard: bool = True,
+    generator: torch.Generator | None = None,
+    dim: int = -1,
+) -> Tensor:
+    """One-hot categorical draws with the Gumbel-softmax straight-through gradient.
+
+    Args:
+        logits: unnormalised log-probabilities, categories along ``dim``.
+        tau: relaxation temperature (> 0); lower is closer to one-hot, with noisier gradients.
+        hard: return exact one-hot samples (straight-through) rather than relaxed ones.
+        generator: random stream.
+        dim: the category dimension.
+    """
+    if not tau > 0:
+        raise ValueError(f"tau must be a positive temperature, got {tau!r}.")
+    u = torch.rand(logits.shape, generator=generator, dtype=logits.dtype, device=logits.device)
+    tiny = torch.finfo(logits.dtype).tiny
+    gumbel = -torch.log(-torch.log(u.clamp_min(tiny)).clamp_min(tiny))
+    soft = torch.softmax((logits + gumbel) / tau, dim=dim)
+    if not hard:
+        return soft
+    index = (logits + gumbel).argmax(dim=dim, keepdim=True)
+    one_hot = torch.zeros_like(soft).scatter_(dim, index, 1.0)
+    return one_hot + (soft - soft.detach())

@@ -1,0 +1,231 @@
+"""Protocol, Phase and StepContext: what one simulation step is made of."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+import torch
+from torch import Tensor, nn
+
+from .._checks import check_probability
+from ..layers.samplers import RandomStreams, bernoulli_st
+
+if TYPE_CHECKING:
+    from ..graph import PopulationGraph
+
+__all__ = ["MODES", "CompartmentalProtocol", "Phase", "Protocol", "StepContext"]
+
+Mode = Literal["stochastic", "expected"]
+MODES: tuple[str, ...] = ("stochastic", "expected")
+State = dict[str, Tensor]
+
+
+@dataclass
+class StepContext:
+    """What a phase may read besides the current state.
+
+    Attributes:
+        t: index of the step being taken (0 for the step from time 0 to ``dt``).
+        dt: step length (time units).
+        start: the state at the start of the step (before any phase of this step).
+        flows: per-agent flows recorded by earlier phases of this step (e.g. ``"infections"``).
+        streams: the run's random streams.
+        mode: ``"stochastic"`` (exact draws, straight-through gradients) or ``"expected"``
+            (per-agent probabilities, deterministic, exact gradients).
+    """
+
+    t: int
+    dt: float
+    start: Mapping[str, Tensor]
+    streams: RandomStreams
+    mode: Mode = "stochastic"
+    flows: dict[str, Tensor] = field(default_factory=dict)
+
+    def draw(self, name: str, p: Tensor) -> Tensor:
+        """A Bernoulli(``p``) draw from stream ``(name, t)``; ``p`` itself in expected mode."""
+        if self.mode == "expected":
+            return p
+        gen = self.streams.generator(name, self.t)
+        return bernoulli_st(p, generator=gen)
+
+
+class Phase(nn.Module):
+    """A named phase of a step: ``(graph, state, ctx) -> state`` with additive updates.
+
+    A phase returns a new state dict (it never mutates its input) and records the per-agent
+    flows it caused in ``ctx.flows``; its random draws use ``ctx.draw(self.name, p)``, so each
+    phase has its own stream.
+    """
+
+    name: str = "phase"
+
+    def forward(self, graph: PopulationGraph, state: State, ctx: StepContext) -> State:
+        raise NotImplementedError
+
+
+class Protocol(nn.Module):
+    """An ordered plan of phases over a population graph, plus its observables.
+
+    Concrete protocols set the phases and say which state they start from. ``print(protocol)``
+    shows the plan, numbered in execution order.
+
+    Args:
+        phases: the phases, in the order they run inside one step.
+        dt: step length in time units (days for the epidemic protocols).
+    """
+
+    def __init__(self, phases: Sequence[Phase], dt: float) -> None:
+        super().__init__()
+        if not (isinstance(dt, (int, float)) and math.isfinite(dt) and dt > 0):
+            raise ValueError(f"dt must be a finite positive step length, got {dt!r}.")
+        names = [p.name for p in phases]
+        if len(set(names)) != len(names):
+            raise ValueError(f"phase names must be unique (they key random streams), got {names}.")
+        self.phases = nn.ModuleList(phases)
+        self.dt = float(dt)
+
+    def step(
+        self, graph: PopulationGraph, state: State, t: int, streams: RandomStreams, mode: Mode
+    ) -> tuple[State, dict[str, Tensor]]:
+        """One step: run the phases in order; return the new state and this step's flows."""
+        ctx = StepContext(t=t, dt=self.dt, start=state, streams=streams, mode=mode)
+        for phase in self.phases:
+            state = phase(graph, state, ctx)
+        return state, ctx.flows
+
+    def check(self, graph: PopulationGraph) -> None:
+        """Validate parameters against the graph once per run (outside the step loop)."""
+
+    def initial_state(
+        self,
+        graph: PopulationGraph,
+        initial_infected: object,
+        streams: RandomStreams,
+        replicates: int | None,
+        dtype: torch.dtype,
+        mode: Mode,
+    ) -> State:
+        raise NotImplementedError
+
+    def observe(self, state: State) -> dict[str, Tensor]:
+        """Per-step observables: the total over agents of every state entry."""
+        return {name: value.sum(0) for name, value in state.items()}
+
+    def plan(self) -> str:
+        lines = [f"{type(self).__name__} step (dt = {self.dt:g}):"]
+        lines += [f"  {k}. {p.name}: {p!r}" for k, p in enumerate(self.phases, start=1)]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return self.plan()
+
+
+class CompartmentalProtocol(Protocol):
+    """A protocol whose agents sit in named compartments, one indicator tensor each.
+
+    In a stochastic run each compartment is a 0/1 tensor ``[N]`` (or ``[N, R]`` with ``R``
+    replicates); in expected-value mode it is the probability of being in that compartment.
+    The first compartment is the susceptible one and the second the infectious one.
+    """
+
+    compartments: tuple[str, ...] = ()
+    node_type: str = "agent"
+
+    def initial_state(
+        self,
+        graph: PopulationGraph,
+        initial_infected: object,
+        streams: RandomStreams,
+        replicates: int | None,
+        dtype: torch.dtype,
+        mode: Mode,
+    ) -> State:
+        n = graph.num_nodes(self.node_type)
+        shape = (n,) if replicates is None else (n, replicates)
+        infected = seed_infected(initial_infected, shape, streams, dtype, graph.device, mode)
+        susceptible, infectious = self.compartments[0], self.compartments[1]
+        state = {c: torch.zeros(shape, dtype=dtype, device=graph.device) for c in self.compartments}
+        state[susceptible] = 1 - infected
+        state[infectious] = infected
+        return state
+
+
+def seed_infected(
+    initial_infected: object,
+    shape: tuple[int, ...],
+    streams: RandomStreams,
+    dtype: torch.dtype,
+    device: torch.device,
+    mode: Mode,
+) -> Tensor:
+    """The initial infectious indicator (or probability) tensor.
+
+    ``initial_infected`` may be: an int ``k`` (``k`` agents chosen uniformly without replacement,
+    independently per replicate); a float in (0, 1) (that fraction of agents, rounded); a bool
+    mask or a long tensor of agent ids; or a float tensor of per-agent probabilities (drawn in a
+    stochastic run with a straight-through gradient, used as they are in expected mode, so
+    gradients reach the initial infections).
+    """
+    n = shape[0]
+    if isinstance(initial_infected, bool) or initial_infected is None:
+        raise ValueError(
+            "initial_infected is required: a count (int), a fraction (float in (0, 1)), agent "
+            "ids, a bool mask or per-agent probabilities."
+        )
+    if isinstance(initial_infected, float):
+        if not 0 < initial_infected < 1:
+            raise ValueError(
+                f"initial_infected={initial_infected!r} as a float is a fraction of agents and "
+                "must be in (0, 1); pass an int for a count."
+            )
+        initial_infected = round(initial_infected * n)
+    if isinstance(initial_infected, int):
+        k = initial_infected
+        if not 0 <= k <= n:
+            raise ValueError(f"initial_infected={k} must be between 0 and the {n} agents.")
+        gen = streams.generator("initial_infected", 0)
+        columns = 1 if len(shape) == 1 else int(math.prod(shape[1:]))
+        keys = torch.rand((n, columns), generator=gen, device=device)
+        chosen = keys.argsort(dim=0)[:k]  # [k, columns]: k distinct agents per replicate
+        out = torch.zeros((n, columns), dtype=dtype, device=device)
+        out.scatter_(0, chosen, 1.0)
+        return out.reshape(shape)
+    if not torch.is_tensor(initial_infected):
+        raise ValueError(
+            f"initial_infected must be an int, a float, or a tensor, got "
+            f"{type(initial_infected).__name__}."
+        )
+    value = initial_infected.to(device)
+    if value.dtype == torch.bool:
+        if value.shape[0] != n:
+            raise ValueError(f"initial_infected mask has {value.shape[0]} entries for {n} agents.")
+        return _broadcast(value.to(dtype), shape)
+    if not value.is_floating_point():
+        ids = value.long().reshape(-1)
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= n):
+            raise ValueError(
+                f"initial_infected has agent ids outside [0, {n}); pass ids of existing agents."
+            )
+        out = torch.zeros(n, dtype=dtype, device=device)
+        out[ids] = 1.0
+        return _broadcast(out, shape)
+    if value.shape[0] != n:
+        raise ValueError(
+            f"initial_infected probabilities have {value.shape[0]} entries for {n} agents."
+        )
+    check_probability(value, "initial_infected")
+    value = _broadcast(value.to(dtype), shape)
+    if mode == "expected":
+        return value
+    return bernoulli_st(value, generator=streams.generator("initial_infected", 0))
+
+
+def _broadcast(value: Tensor, shape: tuple[int, ...]) -> Tensor:
+    if value.shape == shape:
+        return value
+    if value.dim() == 1 and len(shape) == 2:
+        return value[:, None].expand(shape)
+    raise ValueError(f"initial_infected has shape {list(value.shape)}; expected {list(shape)}.")
