@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
 from .layers.samplers import RandomStreams
-from .protocols.base import MODES, Mode, Protocol, State
+from .protocols.base import ESTIMATORS, MODES, Estimator, Mode, Protocol, State
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -103,6 +103,8 @@ class Simulator(nn.Module):
             ``(seed, phase, step)``, so the recomputation replays the same numbers.
         record_states: keep every per-agent state in the trajectory.
         progress: show a tqdm progress bar.
+        estimator: gradient estimator of the stochastic draws (``"straight_through"``, default,
+            or ``"conditional_mean"``; see :data:`lpm_graph.protocols.base.ESTIMATORS`).
     """
 
     def __init__(
@@ -114,8 +116,12 @@ class Simulator(nn.Module):
         checkpoint: int | None = None,
         record_states: bool = False,
         progress: bool = False,
+        estimator: Estimator = "straight_through",
     ) -> None:
         super().__init__()
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"estimator={estimator!r} is not known; choose one of {ESTIMATORS}.")
+        self.estimator: Estimator = estimator
         if not isinstance(protocol, Protocol):
             raise ValueError(
                 f"protocol must be a lpm_graph Protocol (e.g. lpm_graph.protocols.SIR), got "
@@ -200,7 +206,7 @@ class Simulator(nn.Module):
     ) -> tuple[State, list[dict[str, Tensor]], list[dict[str, Tensor]], list[State]]:
         observed, flows, kept = [], [], []
         for t in range(t0, t0 + n):
-            state, step_flows = self.protocol.step(graph, state, t, streams, self.mode)
+            state, step_flows = self.protocol.step(graph, state, t, streams, self.mode, self.estimator)
             totals = {k: v.sum(0) for k, v in step_flows.items()}
             observed.append(self.protocol.observe(state))
             flows.append(totals)
@@ -268,6 +274,7 @@ def simulate(
     record_states: bool = False,
     progress: bool = False,
     dtype: torch.dtype | None = None,
+    estimator: Estimator = "straight_through",
 ) -> Trajectory:
     """Run ``protocol`` on ``graph`` for ``steps`` steps; see :class:`Simulator`.
 
@@ -284,6 +291,7 @@ def simulate(
         checkpoint=checkpoint,
         record_states=record_states,
         progress=progress,
+        estimator=estimator,
     )
     return sim(
         graph,

@@ -28,7 +28,7 @@ import hashlib
 import torch
 from torch import Tensor
 
-__all__ = ["RandomStreams", "bernoulli_st", "categorical_st"]
+__all__ = ["RandomStreams", "bernoulli_st", "categorical_st", "flow_st"]
 
 
 class RandomStreams:
@@ -67,24 +67,69 @@ class RandomStreams:
 
 
 def bernoulli_st(
-    p: Tensor, *, generator: torch.Generator | None = None, uniform: Tensor | None = None
+    p: Tensor | None = None,
+    *,
+    survival: Tensor | None = None,
+    shape: tuple[int, ...] | None = None,
+    generator: torch.Generator | None = None,
+    uniform: Tensor | None = None,
 ) -> Tensor:
     """Exact Bernoulli(``p``) draws with the straight-through gradient ``db/dp = 1``.
 
+    The draw is ``b = 1[u > 1 - p]`` with ``u ~ U[0, 1)``. Give either ``p`` or its complement
+    ``survival = 1 - p`` (cheaper when the caller has it, e.g. ``exp(-lambda dt)``); both give
+    the same draws for the same ``u``, with or without gradients.
+
     Args:
-        p: probabilities in [0, 1], any shape.
+        p: probabilities in [0, 1].
+        survival: ``1 - p`` instead of ``p``.
+        shape: shape of the draws when ``p`` (or ``survival``) is a scalar to broadcast.
         generator: random stream (ignored when ``uniform`` is given).
-        uniform: pre-drawn ``U(0, 1)`` numbers of ``p``'s shape (common random numbers).
+        uniform: pre-drawn ``U[0, 1)`` numbers (common random numbers).
 
     Returns:
-        A tensor of 0.0 / 1.0 with ``p``'s shape and dtype; gradients pass to ``p`` unchanged.
+        0.0 / 1.0 draws of ``shape`` (default: that of ``p``), in ``p``'s dtype; gradients pass
+        to ``p`` (or ``-1`` to ``survival``).
     """
+    if (p is None) == (survival is None):
+        raise ValueError("give exactly one of p and survival (= 1 - p).")
+    q = 1 - p if survival is None else survival
     if uniform is None:
-        uniform = torch.rand(p.shape, generator=generator, dtype=p.dtype, device=p.device)
-    hard = (uniform < p).to(p.dtype)
-    if p.requires_grad:
-        return hard + (p - p.detach())
+        size = tuple(shape) if shape is not None else tuple(q.shape)
+        uniform = torch.rand(size, generator=generator, dtype=q.dtype, device=q.device)
+    hard = (uniform > q).to(q.dtype)
+    if q.requires_grad:
+        return hard + (q.detach() - q)
     return hard
+
+
+def flow_st(
+    source: Tensor,
+    *,
+    p: Tensor | None = None,
+    survival: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    uniform: Tensor | None = None,
+) -> Tensor:
+    """``b * source`` with ``b ~ Bernoulli(p)``, differentiated through its conditional mean.
+
+    Forward: the exact flow ``1[u > 1 - p] * source``. Backward: the gradient of
+    ``p * source`` (the flow's expectation given ``source``), for both ``p`` and ``source``.
+    Compared with :func:`bernoulli_st` (whose backward uses the drawn ``b`` as the factor of
+    ``d source``), this does not carry derivatives through draws of agents that are no longer
+    in ``source``, and for a compartment emptied by successive steps
+    (``x_{t+1} = x_t - flow_t``) it is unbiased for ``d E[x_T]`` given the hazards.
+    """
+    if (p is None) == (survival is None):
+        raise ValueError("give exactly one of p and survival (= 1 - p).")
+    q = 1 - p if survival is None else survival
+    if uniform is None:
+        uniform = torch.rand(source.shape, generator=generator, dtype=source.dtype, device=source.device)
+    hard = (uniform > q).to(source.dtype) * source
+    if not (q.requires_grad or source.requires_grad):
+        return hard
+    mean = (1 - q) * source if p is None else p * source
+    return hard + (mean - mean.detach())
 
 
 def categorical_st(

@@ -11,15 +11,22 @@ import torch
 from torch import Tensor, nn
 
 from .._checks import check_probability
-from ..layers.samplers import RandomStreams, bernoulli_st
+from ..layers.samplers import RandomStreams, bernoulli_st, flow_st
 
 if TYPE_CHECKING:
     from ..graph import PopulationGraph
 
-__all__ = ["MODES", "CompartmentalProtocol", "Phase", "Protocol", "StepContext"]
+__all__ = ["ESTIMATORS", "MODES", "CompartmentalProtocol", "Phase", "Protocol", "StepContext"]
 
 Mode = Literal["stochastic", "expected"]
 MODES: tuple[str, ...] = ("stochastic", "expected")
+Estimator = Literal["straight_through", "conditional_mean"]
+ESTIMATORS: tuple[str, ...] = ("straight_through", "conditional_mean")
+"""Gradient estimators for stochastic runs. Both keep the forward draws exact; both are biased
+through the network feedback of an epidemic. Measured on G(n, m) graphs, n = 2,000 (mean of 50
+seeds, d final size / d tau against a central finite difference with common random numbers):
+``"straight_through"`` overestimates (x2.5 at final size 0.85), ``"conditional_mean"``
+underestimates (x0.3) but has factors in [0, 1], so it cannot blow up over long runs."""
 State = dict[str, Tensor]
 
 
@@ -35,6 +42,7 @@ class StepContext:
         streams: the run's random streams.
         mode: ``"stochastic"`` (exact draws, straight-through gradients) or ``"expected"``
             (per-agent probabilities, deterministic, exact gradients).
+        estimator: gradient estimator of stochastic draws (see :data:`ESTIMATORS`).
     """
 
     t: int
@@ -42,14 +50,25 @@ class StepContext:
     start: Mapping[str, Tensor]
     streams: RandomStreams
     mode: Mode = "stochastic"
+    estimator: Estimator = "straight_through"
     flows: dict[str, Tensor] = field(default_factory=dict)
 
-    def draw(self, name: str, p: Tensor) -> Tensor:
-        """A Bernoulli(``p``) draw from stream ``(name, t)``; ``p`` itself in expected mode."""
+    def flow(self, name: str, survival: Tensor, source: Tensor) -> Tensor:
+        """The flow out of compartment ``source`` when each agent leaves it with probability
+        ``1 - survival`` during this step (``survival`` may be a scalar).
+
+        Stochastic mode: exact draws ``b = 1[u > survival]`` from stream ``(name, t)`` and the
+        flow ``b * source``, differentiated with ``estimator``: ``"straight_through"``
+        (:func:`~lpm_graph.layers.samplers.bernoulli_st`, ``db/dp = 1``) or
+        ``"conditional_mean"`` (:func:`~lpm_graph.layers.samplers.flow_st`, the gradient of
+        ``(1 - survival) * source``). Expected mode: ``(1 - survival) * source`` itself.
+        """
         if self.mode == "expected":
-            return p
+            return (1 - survival) * source
         gen = self.streams.generator(name, self.t)
-        return bernoulli_st(p, generator=gen)
+        if self.estimator == "conditional_mean":
+            return flow_st(source, survival=survival, generator=gen)
+        return bernoulli_st(survival=survival, shape=tuple(source.shape), generator=gen) * source
 
 
 class Phase(nn.Module):
@@ -88,10 +107,18 @@ class Protocol(nn.Module):
         self.dt = float(dt)
 
     def step(
-        self, graph: PopulationGraph, state: State, t: int, streams: RandomStreams, mode: Mode
+        self,
+        graph: PopulationGraph,
+        state: State,
+        t: int,
+        streams: RandomStreams,
+        mode: Mode,
+        estimator: Estimator = "straight_through",
     ) -> tuple[State, dict[str, Tensor]]:
         """One step: run the phases in order; return the new state and this step's flows."""
-        ctx = StepContext(t=t, dt=self.dt, start=state, streams=streams, mode=mode)
+        ctx = StepContext(
+            t=t, dt=self.dt, start=state, streams=streams, mode=mode, estimator=estimator
+        )
         for phase in self.phases:
             state = phase(graph, state, ctx)
         return state, ctx.flows

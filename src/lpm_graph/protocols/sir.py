@@ -54,18 +54,18 @@ class Infection(Phase):
         return [r for r in graph.relations if r[0] == t and r[2] == t]
 
     def forward(self, graph: PopulationGraph, state: State, ctx: StepContext) -> State:
-        tau = self._protocol.transmission_rate
+        rate_dt = self._protocol.transmission_rate * ctx.dt  # fold dt into the rate once
         infectious = state["I"]
-        hazard = None
+        hazard_dt = None  # lambda_i * dt
         for rel in self.relations(graph):
             lam = self.transmission(
-                graph.csr(rel), infectious, tau, edge_weight=graph.edge_weight(rel)
+                graph.csr(rel), infectious, rate_dt, edge_weight=graph.edge_weight(rel)
             )
-            hazard = lam if hazard is None else hazard + lam
-        if hazard is None:
+            hazard_dt = lam if hazard_dt is None else hazard_dt + lam
+        if hazard_dt is None:
             return state
-        p = -torch.expm1(-hazard * ctx.dt)  # 1 - exp(-lambda dt)
-        new = ctx.draw(self.name, p) * state["S"]
+        escape = torch.exp(-hazard_dt)  # probability of no infection during the step
+        new = ctx.flow(self.name, escape, state["S"])
         ctx.flows["infections"] = new
         return {**state, "S": state["S"] - new, "I": state["I"] + new}
 
@@ -87,8 +87,8 @@ class Recovery(Phase):
 
     def forward(self, graph: PopulationGraph, state: State, ctx: StepContext) -> State:
         eligible = ctx.start["I"]
-        r = -torch.expm1(-self._protocol.recovery_rate * ctx.dt)
-        recovered = ctx.draw(self.name, r.expand_as(eligible)) * eligible
+        stay = torch.exp(-self._protocol.recovery_rate * ctx.dt)  # 1 - r, a scalar
+        recovered = ctx.flow(self.name, stay, eligible)
         ctx.flows["recoveries"] = recovered
         return {**state, "I": state["I"] - recovered, "R": state["R"] + recovered}
 
