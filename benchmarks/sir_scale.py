@@ -1,16 +1,15 @@
 """SIR at scale: lpm-graph against Starsim on a static random network.
 
-Run ``python benchmarks/sir_scale.py`` (1e6 agents, mean degree 10, 100 daily steps; a few
-minutes on 2 cores); ``--num-agents 100000 --repeats 1`` is a quick check, ``--no-peers`` skips
-Starsim (``pip install starsim``). Prints a Markdown table and writes it to ``--output``.
+Run ``python benchmarks/sir_scale.py`` (1e6 agents, mean degree 10, 100 daily steps; minutes on
+2 cores); ``--num-agents 100000 --repeats 1`` is a quick check, ``--no-peers`` skips Starsim
+(``pip install starsim``). Prints a Markdown table and writes it to ``--output``.
 
 lpm-graph, ``SIR(0.05, 0.1, dt=1, order="infect_first")``, 100 initial infected: graph build
 (``erdos_renyi``, excluded from the runs); a first stochastic run, which also builds and caches
 the CSR; then medians over ``--repeats`` of (a) the stochastic forward under ``no_grad``, (b) the
 expected-value forward + backward of the final R count, (c) the stochastic forward + backward
-(straight-through): wall time and agent-steps/s (N * steps / time); and peak RSS.
-
-Starsim runs in a child process (its peak RSS is its own) with the same SIR:
+(straight-through): wall time, agent-steps/s (N * steps / time), peak RSS. Starsim runs first,
+in a child process (so its memory is its own), with the same SIR:
 
 * network ``ss.RandomNet(n_contacts=d, dynamic=False)``: Starsim halves ``n_contacts`` and
   creates ``N d / 2`` edges (``d / 2`` per agent as source, random targets), each transmitting
@@ -26,15 +25,16 @@ Starsim runs in a child process (its peak RSS is its own) with the same SIR:
 * ``p_death = 0``; ``dur = 100`` days at ``dt = 1`` day, which Starsim runs as 101 steps (days
   0..100); its agent-days/s counts the steps it ran.
 
-Starsim's one-time costs are reported but not timed: a small warm-up sim (numba JIT or cache
-load) and ``sim.init()`` (people, network); only ``sim.run()`` is timed. Attack rates
-(1 - S_final / N) show the epidemics are comparable. The machine is shared and noisy: compare
-numbers from one run only.
+Starsim's one-time costs are reported, not timed: a small warm-up sim (numba JIT or cache load)
+and ``sim.init()`` (people, network). Attack rates (1 - S_final / N) show that the epidemics are
+comparable. The machine is shared and noisy: compare numbers from one run only.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import json
 import os
 import resource
@@ -45,11 +45,8 @@ import time
 from pathlib import Path
 
 TAU, GAMMA, SEEDS = 0.05, 0.1, 100
-CASES = {
-    "a": "(a) stochastic forward, no_grad",
-    "b": "(b) expected-value forward + backward",
-    "c": "(c) stochastic forward + backward (straight-through)",
-}
+CASES = {"a": "(a) stochastic forward, no_grad", "b": "(b) expected-value forward + backward"}
+CASES["c"] = "(c) stochastic forward + backward (straight-through)"
 
 
 def timed(fn):
@@ -58,12 +55,22 @@ def timed(fn):
     return time.perf_counter() - t0, out
 
 
-def peak_rss_gib(own_process: bool = False) -> float:
-    """Peak RSS. Linux carries ru_maxrss over fork + exec, so a child reads VmHWM instead."""
-    if own_process and os.path.exists("/proc/self/status"):
-        with open("/proc/self/status") as f:
-            return next(int(x.split()[1]) for x in f if x.startswith("VmHWM")) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+def peak_rss_gib(since_reset: bool = False) -> float | None:
+    """Peak RSS of this process: ru_maxrss, or VmHWM since the last reset_peak_rss() (Linux;
+    also for the child, as Linux carries ru_maxrss over fork + exec)."""
+    if not since_reset:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    with contextlib.suppress(OSError), open("/proc/self/status") as f:
+        return next(int(x.split()[1]) for x in f if x.startswith("VmHWM")) / 2**20
+    return None
+
+
+def reset_peak_rss() -> None:
+    """Hand freed heap back to the OS, then restart VmHWM from the current RSS (Linux)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
 
 
 def run_ours(args) -> dict:
@@ -92,13 +99,18 @@ def run_ours(args) -> dict:
         return 1.0 - traj.counts["S"][-1].item() / n
 
     first, traj = timed(forward)
-    out = {"build": build, "first": first, "attack_a": attack(traj), "torch": torch.__version__}
+    out = {"build": build, "first": first, "rss_first": peak_rss_gib(), "torch": torch.__version__}
     cases = {"a": forward, "b": lambda: forward_backward("expected")}
     cases["c"] = lambda: forward_backward("stochastic")
     for key, fn in cases.items():
-        times = [timed(fn) for _ in range(args.repeats)]
-        out[key] = statistics.median(t for t, _ in times)
-        out.setdefault(f"attack_{key}", attack(times[-1][1]))
+        times = []
+        traj = reset_peak_rss()  # drop the previous trajectory first
+        for _ in range(args.repeats):
+            traj = None
+            t, traj = timed(fn)
+            times.append(t)
+        out[key] = statistics.median(times)
+        out[f"attack_{key}"], out[f"rss_{key}"] = attack(traj), peak_rss_gib(since_reset=True)
     out["rss"] = peak_rss_gib()
     return out
 
@@ -107,12 +119,9 @@ def run_starsim(args) -> dict:
     import starsim as ss
 
     def make(n: int, days: int):
-        sir = ss.SIR(
-            beta=ss.perday(TAU),
-            init_prev=ss.bernoulli(p=min(1.0, SEEDS / n)),
-            dur_inf=ss.expon(scale=ss.days(1 / GAMMA), loc=ss.days(1)),
-            p_death=0,
-        )
+        dur_inf = ss.expon(scale=ss.days(1 / GAMMA), loc=ss.days(1))  # 1 + Exp(mean 10) days
+        seeding = ss.bernoulli(p=min(1.0, SEEDS / n))
+        sir = ss.SIR(beta=ss.perday(TAU), init_prev=seeding, dur_inf=dur_inf, p_death=0)
         net = ss.RandomNet(n_contacts=args.mean_degree, dynamic=False)
         kw = dict(start=0, dur=ss.days(days), dt=ss.days(1), rand_seed=1, verbose=0)
         return ss.Sim(n_agents=n, diseases=sir, networks=net, **kw)
@@ -123,24 +132,16 @@ def run_starsim(args) -> dict:
         sim = make(args.num_agents, args.steps)
         inits.append(timed(sim.init)[0])
         runs.append(timed(sim.run)[0])
-    s_final = float(sim.results.sir.n_susceptible[-1])
-    return {
-        "version": ss.__version__,
-        "warmup": warmup,
-        "init": statistics.median(inits),
-        "run": statistics.median(runs),
-        "steps": int(sim.t.npts),
-        "degree": 2 * len(sim.networks[0]) / args.num_agents,
-        "attack": 1.0 - s_final / args.num_agents,
-        "rss": peak_rss_gib(own_process=True),
-    }
+    n, s_final = args.num_agents, float(sim.results.sir.n_susceptible[-1])
+    out = dict(version=ss.__version__, warmup=warmup, steps=int(sim.t.npts), attack=1 - s_final / n)
+    out.update(init=statistics.median(inits), run=statistics.median(runs))
+    return dict(out, degree=2 * len(sim.networks[0]) / n, rss=peak_rss_gib(since_reset=True))
 
 
 def peer_in_child(args) -> dict:
     """Starsim in a fresh interpreter, so that its memory and threads are its own."""
-    flags = ["--num-agents", str(args.num_agents), "--mean-degree", str(args.mean_degree)]
-    flags += ["--steps", str(args.steps), "--repeats", str(args.repeats), "--peer-child"]
-    proc = subprocess.run([sys.executable, __file__, *flags], capture_output=True, text=True)
+    cmd = [sys.executable, __file__, *sys.argv[1:], "--peer-child"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
     lines = [x for x in proc.stdout.splitlines() if x.startswith("{")]
     if proc.returncode or not lines:
         return {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1]}
@@ -150,35 +151,41 @@ def peer_in_child(args) -> dict:
 def table(args, ours: dict, peer: dict | None) -> str:
     n, steps = args.num_agents, args.steps
 
-    def row(system, what, t, agent_steps=None, attack=None):
+    def row(system, what, t, agent_steps=None, attack=None, rss=None):
         rate = f"{agent_steps / t:.3g}" if agent_steps else ""
-        att = f"{attack:.4f}" if attack is not None else ""
-        return f"| {system} | {what} | {t:.2f} | {rate} | {att} |"
+        att, mem = (f"{x:.{k}f}" if x is not None else "" for x, k in ((attack, 4), (rss, 2)))
+        return f"| {system} | {what} | {t:.2f} | {rate} | {att} | {mem} |"
 
     lines = [
         f"N = {n:,}, mean degree {args.mean_degree:g}, {steps} steps (dt = 1 day), "
         f"median of {args.repeats}, torch {ours['torch']} with {args.threads} threads",
         "",
-        "| system | measurement | time (s) | agent-steps/s | attack rate |",
-        "|---|---|---:|---:|---:|",
+        "| system | measurement | time (s) | agent-steps/s | attack rate | peak RSS (GiB) |",
+        "|---|---|---:|---:|---:|---:|",
         row("lpm-graph", "graph build (erdos_renyi, not in the runs)", ours["build"]),
-        row("lpm-graph", "first run: stochastic forward + CSR build", ours["first"], n * steps),
-    ]
+        row("lpm-graph", "first run: stochastic forward + CSR build", ours["first"], n * steps,
+            rss=ours["rss_first"]),
+    ]  # fmt: skip
     for key, what in CASES.items():
-        lines.append(row("lpm-graph", what, ours[key], n * steps, ours[f"attack_{key}"]))
-    notes = [f"- lpm-graph peak RSS: {ours['rss']:.2f} GiB"]
+        attack, rss = ours[f"attack_{key}"], ours[f"rss_{key}"]
+        lines.append(row("lpm-graph", what, ours[key], n * steps, attack, rss))
+    notes = [
+        f"- peak RSS: per lpm-graph case, VmHWM from that case's start (after freeing the "
+        f"previous one); whole lpm-graph process (getrusage) {ours['rss']:.2f} GiB"
+    ]
     if peer and "error" not in peer:
         name, peer_steps, attack = f"Starsim {peer['version']}", peer["steps"], peer["attack"]
         lines += [
             row(name, "warm-up sim, N = 10,000 (numba JIT / cache load)", peer["warmup"]),
             row(name, "init: people + RandomNet (not in the run)", peer["init"]),
-            row(name, f"SIR forward ({peer_steps} steps)", peer["run"], n * peer_steps, attack),
-        ]
+            row(name, f"SIR forward ({peer_steps} steps)", peer["run"], n * peer_steps, attack,
+                peer["rss"]),
+        ]  # fmt: skip
         speed = (n * steps / ours["a"]) / (n * peer_steps / peer["run"])
         notes += [
-            f"- Starsim peak RSS (own process): {peer['rss']:.2f} GiB; mean degree "
-            f"{peer['degree']:.3f}; single-threaded (numba, parallel=False)",
-            f"- forward, ours / Starsim: wall time {ours['a'] / peer['run']:.2f}x, "
+            f"- Starsim: own process (peak RSS over its whole run), single-threaded (numba, "
+            f"parallel=False); realised mean degree {peer['degree']:.3f}",
+            f"- forward (a), ours / Starsim: wall time {ours['a'] / peer['run']:.2f}x, "
             f"agent-steps/s {speed:.2f}x (> 1: lpm-graph faster)",
         ]
     elif peer:
@@ -186,7 +193,7 @@ def table(args, ours: dict, peer: dict | None) -> str:
     return "\n".join([*lines, "", *notes]) + "\n"
 
 
-def main(argv=None) -> None:
+def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--num-agents", type=int, default=1_000_000)
     p.add_argument("--mean-degree", type=float, default=10)
@@ -196,16 +203,16 @@ def main(argv=None) -> None:
     p.add_argument("--no-peers", action="store_true", help="skip Starsim")
     p.add_argument("--output", type=Path, default=Path("benchmarks/results/sir_scale.md"))
     p.add_argument("--peer-child", action="store_true", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
+    args = p.parse_args()
     if args.peer_child:
         print(json.dumps(run_starsim(args)))
         return
-    print(f"lpm-graph: N = {args.num_agents:,}, {args.repeats} repeats ...", flush=True)
-    ours = run_ours(args)
     peer = None
-    if not args.no_peers:
+    if not args.no_peers:  # first, while this process is still small
         print("Starsim (child process) ...", flush=True)
         peer = peer_in_child(args)
+    print(f"lpm-graph: N = {args.num_agents:,}, {args.repeats} repeats ...", flush=True)
+    ours = run_ours(args)
     text = table(args, ours, peer)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text)

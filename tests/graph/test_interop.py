@@ -79,11 +79,6 @@ def test_networkx_adjacency_is_the_transpose_of_ours(cls):
     np.testing.assert_allclose(ours, theirs.T)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="from_networkx (graph/interop.py) passes undirected=True to from_edge_index, which "
-    "adds the 'reverse' of a self-loop {u, u} too: the loop is stored twice (double weight)",
-)
 def test_networkx_self_loop_in_an_undirected_graph_is_one_edge():
     original = nx.Graph()
     original.add_weighted_edges_from([(0, 0, 2.0), (0, 1, 1.0)])
@@ -110,8 +105,9 @@ def test_networkx_missing_weight_attribute():
     g.add_edge(0, 1, weight=1.0)
     g.add_edge(1, 2)
     with pytest.raises(
-        ValueError, match=r"weight='weight': an edge of the networkx graph has no 'weight' "
-        r"attribute; set it on every edge or pass weight=None"
+        ValueError,
+        match=r"weight='weight': an edge of the networkx graph has no 'weight' "
+        r"attribute; set it on every edge or pass weight=None",
     ):
         PopulationGraph.from_networkx(g, weight="weight")
 
@@ -121,8 +117,11 @@ def test_to_networkx_rejects_bipartite_relations():
     data["agent"].num_nodes = 2
     data["household"].num_nodes = 1
     data["agent", "member", "household"].edge_index = torch.tensor([[0, 1], [0, 0]])
-    with pytest.raises(ValueError, match=r"to_networkx needs a relation within one node type, got "
-        r"\('agent', 'member', 'household'\); convert a bipartite relation with to_scipy"):
+    with pytest.raises(
+        ValueError,
+        match=r"to_networkx needs a relation within one node type, got "
+        r"\('agent', 'member', 'household'\); convert a bipartite relation with to_scipy",
+    ):
         to_networkx(PopulationGraph(data))
 
 
@@ -176,8 +175,9 @@ def test_scipy_bad_inputs():
     with pytest.raises(ValueError, match=r"matrix must be square \(agents x agents\), got shape"):
         PopulationGraph.from_scipy(sp.csr_array(np.ones((2, 3))))
     with pytest.raises(
-        ValueError, match=r"matrix must be a scipy\.sparse matrix or array, got ndarray; wrap "
-        r"dense arrays with scipy\.sparse\.csr_array"
+        ValueError,
+        match=r"matrix must be a scipy\.sparse matrix or array, got ndarray; wrap "
+        r"dense arrays with scipy\.sparse\.csr_array",
     ):
         PopulationGraph.from_scipy(np.ones((2, 2)))
     with pytest.raises(ValueError, match=r"edge_weight .* must be finite and non-negative"):
@@ -236,8 +236,11 @@ def test_from_pyg_hetero_data_round_trip():
 
 
 def test_from_pyg_bad_inputs():
-    with pytest.raises(ValueError, match=r"from_pyg expects torch_geometric Data or HeteroData, "
-                       r"got dict"):
+    with pytest.raises(
+        ValueError,
+        match=r"from_pyg expects torch_geometric Data or HeteroData, "
+        r"got dict",
+    ):
         from_pyg({"edge_index": torch.zeros(2, 0, dtype=torch.long)})
     with pytest.raises(ValueError, match=r"has no edge_index; set data\.edge_index to a \[2, E\]"):
         from_pyg(Data(x=torch.ones(3, 1)))
@@ -299,13 +302,28 @@ def test_read_edge_list_explicit_delimiter(tmp_path):
 @pytest.mark.parametrize(
     ("text", "kwargs", "lineno", "message"),
     [
-        ("0,1\n1,x\n", {}, 2, r"node ids must be integers .*got '1,x'; fix the line or "
-         r"relabel the nodes to 0\.\.n-1"),
+        (
+            "0,1\n1,x\n",
+            {},
+            2,
+            r"node ids must be integers .*got '1,x'; fix the line or "
+            r"relabel the nodes to 0\.\.n-1",
+        ),
         ("# header comment\n0,1\n2.5,1\n", {}, 3, r"node ids must be integers"),
-        ("0,1\n\n2\n", {}, 3, r"expected 2 columns \(src, dst\), got '2'; fix the line or pass "
-         r"the right delimiter="),
+        (
+            "0,1\n\n2\n",
+            {},
+            3,
+            r"expected 2 columns \(src, dst\), got '2'; fix the line or pass "
+            r"the right delimiter=",
+        ),
         ("0,1,1.0\n1,2\n", {"weighted": True}, 2, r"expected 3 columns \(src, dst, weight\)"),
-        ("0,1,1.0\n1,2,heavy\n", {"weighted": True}, 2, r"node ids must be integers \(and weights numbers\), got '1,2,heavy'"),
+        (
+            "0,1,1.0\n1,2,heavy\n",
+            {"weighted": True},
+            2,
+            r"node ids must be integers \(and weights numbers\), got '1,2,heavy'",
+        ),
         ("0,1\n1;2\n", {}, 2, r"expected 2 columns \(src, dst\), got '1;2'"),
     ],
     ids=["non-integer", "float-id", "missing-column", "missing-weight", "bad-weight", "delimiter"],
@@ -321,16 +339,20 @@ def test_edge_list_id_out_of_range_names_the_file(tmp_path):
     path = tmp_path / "edges.csv"
     path.write_text("0,1\n1,7\n")
     with pytest.raises(
-        ValueError, match=re.escape(f"{path}: ") + r"edge_index has destination id 7 at edge 1, "
-        r"outside \[0, 4\)"
+        ValueError,
+        match=re.escape(f"{path}: ") + r"edge_index has destination id 7 at edge 1, "
+        r"outside \[0, 4\)",
     ):
         read_edge_list(path, num_nodes=4)
 
 
 def test_edge_list_missing_or_empty_file(tmp_path):
     missing = tmp_path / "nope.csv"
-    with pytest.raises(ValueError, match=rf"edge list {re.escape(repr(str(missing)))} does not "
-                       r"exist; check the path"):
+    with pytest.raises(
+        ValueError,
+        match=rf"edge list {re.escape(repr(str(missing)))} does not "
+        r"exist; check the path",
+    ):
         read_edge_list(missing)
     empty = tmp_path / "empty.csv"
     empty.write_text("# nothing\n\n")
@@ -349,7 +371,8 @@ def hampshire():
 def test_hampshire_counts(hampshire):
     assert hampshire.node_types == ["agent"]
     assert hampshire.num_nodes() == 70_916
-    assert hampshire.num_edges() == 499_982
+    # 249,991 contacts, 179 of them self-loops (kept once): 2 * 249,991 - 179 directed edges
+    assert hampshire.num_edges() == 499_803
     ei = hampshire.edge_index()
     assert int(ei.min()) == 0
     assert int(ei.max()) == 70_915
@@ -362,5 +385,6 @@ def test_hampshire_is_undirected_line_by_line(hampshire):
     assert torch.equal(ei[:, lines:], ei[:, :lines].flip(0))
     assert ei[:, 0].tolist() == [0, 519]  # first line of the file
     # every agent's in-degree equals its out-degree
-    assert torch.equal(torch.bincount(ei[0], minlength=70_916),
-                       torch.bincount(ei[1], minlength=70_916))
+    assert torch.equal(
+        torch.bincount(ei[0], minlength=70_916), torch.bincount(ei[1], minlength=70_916)
+    )

@@ -127,14 +127,20 @@ def test_message_with_the_wrong_number_of_rows():
         def message(self, x_j):
             return x_j[:1]
 
-    with pytest.raises(ValueError, match=r"Bad\.message returned 1 rows for 4 edges; return one "
-                       r"message per edge"):
+    with pytest.raises(
+        ValueError,
+        match=r"Bad\.message returned 1 rows for 4 edges; return one "
+        r"message per edge",
+    ):
         Bad().propagate(EDGE_INDEX, x=X)
 
 
 def test_missing_input_names_the_keyword():
-    with pytest.raises(ValueError, match=r"Exchange\.message needs 'x_j'; pass x=\.\.\. to "
-                       r"propagate\(\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"Exchange\.message needs 'x_j'; pass x=\.\.\. to "
+        r"propagate\(\)",
+    ):
         Exchange().propagate(EDGE_INDEX, y=X, edge_weight=EDGE_WEIGHT)
 
 
@@ -236,8 +242,11 @@ def test_transmission_replicates_and_gradient(backend):
 def test_transmission_bipartite_agents_to_places():
     # agents 0, 1 -> place 0, agent 2 -> place 1; agents 0 and 1 infectious
     layer = Transmission()
-    out = layer(torch.tensor([[0, 1, 2], [0, 0, 1]]), (torch.tensor([1.0, 1.0, 0.0]),
-                                                       torch.zeros(2)), torch.tensor(0.5))
+    out = layer(
+        torch.tensor([[0, 1, 2], [0, 0, 1]]),
+        (torch.tensor([1.0, 1.0, 0.0]), torch.zeros(2)),
+        torch.tensor(0.5),
+    )
     assert out.tolist() == [1.0, 0.0]
 
 
@@ -305,8 +314,11 @@ def test_hetero_layer_max_and_several_destination_types():
 def test_hetero_layer_bad_arguments():
     with pytest.raises(ValueError, match=r"layers is empty; give at least one relation"):
         HeteroLayer({})
-    with pytest.raises(ValueError, match=r"layer key 'work' is not a relation; use \(src_type, "
-                       r"edge_type, dst_type\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"layer key 'work' is not a relation; use \(src_type, "
+        r"edge_type, dst_type\)",
+    ):
         HeteroLayer({"work": Transmission()})
     with pytest.raises(ValueError, match=r"reduce='avg'.*'sum', 'mean'"):
         HeteroLayer({WORK: Transmission()}, aggr="avg")

@@ -15,7 +15,8 @@ HAMPSHIRE_AGENTS = 70_916
 def hampshire_contact_network() -> PopulationGraph:
     """The contact network of Hampshire County, MA (FIPS 25011), from GradABM (MIT licence).
 
-    70,916 synthetic agents and 249,991 undirected contacts, stored as 499,982 directed edges.
+    70,916 synthetic agents and 249,991 undirected contacts (179 of them self-loops, kept as
+    single edges), stored as 499,803 directed edges.
     Bundled with the package; nothing is downloaded.
     """
     path = resources.files("lpm_graph") / "datasets/data/gradabm_ma/25011_random_network.csv.gz"

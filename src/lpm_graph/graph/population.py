@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -85,19 +86,16 @@ class PopulationGraph:
             num_nodes: number of agents; ids must be in ``[0, num_nodes)``.
             edge_weight: optional ``[E]`` non-negative weights.
             undirected: if True, each listed pair is one undirected contact and the reverse
-                edge is added (weights copied).
+                edge is added (weights copied); a self-loop stays a single edge.
             node_type, edge_type: names of the node type and the relation.
         """
         num_nodes = _check_num_nodes(num_nodes)
         edge_index = check_edge_index(edge_index, num_nodes, num_nodes)
-        if undirected:
-            edge_index = torch.cat([edge_index, edge_index.flip(0)], dim=1)
-            if edge_weight is not None:
-                edge_weight = (
-                    torch.cat([edge_weight, edge_weight])
-                    if torch.is_tensor(edge_weight)
-                    else edge_weight
-                )
+        if undirected:  # add the reverse of every contact except self-loops
+            reverse = edge_index[0] != edge_index[1]
+            edge_index = torch.cat([edge_index, edge_index[:, reverse].flip(0)], dim=1)
+            if torch.is_tensor(edge_weight) and edge_weight.dim() == 1:
+                edge_weight = torch.cat([edge_weight, edge_weight[reverse]])
         data = HeteroData()
         data[node_type].num_nodes = num_nodes
         store = data[node_type, edge_type, node_type]
@@ -242,7 +240,7 @@ class PopulationGraph:
     def to(self, device: torch.device | str) -> PopulationGraph:
         """A graph on ``device`` (cached CSRs move along)."""
         out = PopulationGraph.__new__(PopulationGraph)
-        out.data = self.data.to(device)
+        out.data = copy.copy(self.data).to(device)  # HeteroData.to works in place
         out._csr = {rel: csr.to(device) for rel, csr in self._csr.items()}
         return out
 

@@ -153,7 +153,7 @@ def categorical_st(
         raise ValueError(f"tau must be a positive temperature, got {tau!r}.")
     u = torch.rand(logits.shape, generator=generator, dtype=logits.dtype, device=logits.device)
     tiny = torch.finfo(logits.dtype).tiny
-    gumbel = -torch.log(-torch.log(u.clamp_min(tiny)).clamp_min(tiny))
+    gumbel = -torch.log((-torch.log(u.clamp_min(tiny))).clamp_min(tiny))
     soft = torch.softmax((logits + gumbel) / tau, dim=dim)
     if not hard:
         return soft

@@ -201,11 +201,14 @@ def _reduce_messages(messages: Tensor, csr: CSR, reduce: str, backend: str) -> T
     if backend == "csr":
         if csr.num_edges == 0:
             return _empty_result(messages, num_rows, reduce)
+        if reduce in ("max", "min"):
+            # segment_reduce's max/min backward mishandles ties (torch 2.13): scatter instead.
+            expanded = csr.row.reshape(-1, *([1] * (messages.dim() - 1))).expand_as(messages)
+            init = messages.new_zeros((num_rows, *messages.shape[1:]))
+            return init.scatter_reduce(0, expanded, messages, "a" + reduce, include_self=False)
         op = "sum" if reduce == "mean" else reduce
         out = torch.segment_reduce(messages, op, lengths=csr.degree, unsafe=True)
-        if reduce == "mean":
-            return _divide_by_degree(out, csr)
-        return _zero_empty(out, csr) if reduce in ("max", "min") else out
+        return _divide_by_degree(out, csr) if reduce == "mean" else out
     index = csr.dst
     if backend == "torch_scatter":
         import torch_scatter
@@ -226,8 +229,3 @@ def _reduce_messages(messages: Tensor, csr: CSR, reduce: str, backend: str) -> T
 def _empty_result(messages: Tensor, num_rows: int, reduce: str) -> Tensor:
     shape = (num_rows, *messages.shape[1:])
     return messages.new_ones(shape) if reduce == "prod" else messages.new_zeros(shape)
-
-
-def _zero_empty(out: Tensor, csr: CSR) -> Tensor:
-    empty = (csr.degree == 0).reshape(-1, *([1] * (out.dim() - 1)))
-    return torch.where(empty, torch.zeros((), dtype=out.dtype, device=out.device), out)
