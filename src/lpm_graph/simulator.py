@@ -206,7 +206,9 @@ class Simulator(nn.Module):
     ) -> tuple[State, list[dict[str, Tensor]], list[dict[str, Tensor]], list[State]]:
         observed, flows, kept = [], [], []
         for t in range(t0, t0 + n):
-            state, step_flows = self.protocol.step(graph, state, t, streams, self.mode, self.estimator)
+            state, step_flows = self.protocol.step(
+                graph, state, t, streams, self.mode, self.estimator
+            )
             totals = {k: v.sum(0) for k, v in step_flows.items()}
             observed.append(self.protocol.observe(state))
             flows.append(totals)

@@ -81,6 +81,7 @@ def test_bernoulli_is_reproducible_from_the_generator():
 
 LOGITS = torch.tensor([0.5, -1.0, 1.5, 0.0])
 
+
 def test_categorical_draws_are_one_hot_with_softmax_frequencies():
     logits = LOGITS.expand(DRAWS, 4)
     draws = categorical_st(logits, generator=generator(10))

@@ -34,7 +34,8 @@ def erdos_renyi(num_nodes: int, mean_degree: float, *, seed: int = 0) -> Populat
         raise ValueError(f"num_nodes must be a positive int, got {num_nodes!r}.")
     if not (math.isfinite(mean_degree) and 0 <= mean_degree <= num_nodes - 1):
         raise ValueError(
-            f"mean_degree must be in [0, num_nodes - 1] = [0, {num_nodes - 1}], got {mean_degree!r}."
+            f"mean_degree must be in [0, num_nodes - 1] = [0, {num_nodes - 1}], "
+            f"got {mean_degree!r}."
         )
     m = round(num_nodes * mean_degree / 2)
     gen = _generator(seed)

@@ -193,7 +193,8 @@ def read_edge_list(
         parts = line.split(delimiter)
         if len(parts) < ncols:
             raise ValueError(
-                f"{path}:{lineno}: expected {ncols} columns (src, dst{', weight' if weighted else ''}), "
+                f"{path}:{lineno}: expected {ncols} columns "
+                f"(src, dst{', weight' if weighted else ''}), "
                 f"got {line!r}; fix the line or pass the right delimiter=."
             )
         try:

@@ -124,7 +124,9 @@ def flow_st(
         raise ValueError("give exactly one of p and survival (= 1 - p).")
     q = 1 - p if survival is None else survival
     if uniform is None:
-        uniform = torch.rand(source.shape, generator=generator, dtype=source.dtype, device=source.device)
+        uniform = torch.rand(
+            source.shape, generator=generator, dtype=source.dtype, device=source.device
+        )
     hard = (uniform > q).to(source.dtype) * source
     if not (q.requires_grad or source.requires_grad):
         return hard

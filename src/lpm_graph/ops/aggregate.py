@@ -72,7 +72,8 @@ def resolve_backend(backend: str | None = None) -> str:
 def _check_reduce(reduce: str) -> None:
     if reduce not in REDUCTIONS:
         raise ValueError(
-            f"reduce={reduce!r} is not a reduction; choose one of {', '.join(map(repr, REDUCTIONS))}."
+            f"reduce={reduce!r} is not a reduction; "
+            f"choose one of {', '.join(map(repr, REDUCTIONS))}."
         )
 
 

@@ -8,12 +8,26 @@ edges were listed beyond floating-point summation order, and are bitwise reprodu
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor
 
 __all__ = ["CSR"]
 
 _INT32_MAX = 2**31 - 1
+
+# torch warns once per process that sparse CSR support is "beta"; every kernel used here is
+# tested against dense references, so consume that one-time warning quietly at import.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta", UserWarning)
+    torch.sparse_csr_tensor(
+        torch.zeros(1, dtype=torch.long),
+        torch.zeros(0, dtype=torch.long),
+        torch.zeros(0),
+        (0, 0),
+        check_invariants=False,
+    )
 
 
 class CSR:
