@@ -96,7 +96,9 @@ class _CSRSum(torch.autograd.Function):
         csr: CSR = ctx.csr
         grad_x = grad_values = None
         if ctx.needs_input_grad[0]:
-            grad_x = csr_sum(csr.t, grad_out, values[csr.t_index])
+            unit = values is csr.ones(values.dtype)  # its transpose is all ones too
+            t_values = csr.t.ones(values.dtype) if unit else values[csr.t_index]
+            grad_x = csr_sum(csr.t, grad_out, t_values)
         if ctx.needs_input_grad[1]:
             prod = grad_out[csr.row] * x[csr.col]  # [E] or [E, F]
             grad_values = prod if prod.dim() == 1 else prod.flatten(1).sum(1)
@@ -155,7 +157,7 @@ def propagate(
     if backend == "csr" and reduce in ("sum", "mean"):
         values = _edge_values(csr, edge_weight, x)
         if values is None:
-            out = csr_sum(csr, x, _ones(csr, x))
+            out = csr_sum(csr, x, csr.ones(x.dtype))
             if edge_weight is not None:
                 out = out * edge_weight
         else:
@@ -185,10 +187,6 @@ def aggregate(
     if backend == "csr" and csr.perm is not None:
         messages = messages[csr.perm]
     return _reduce_messages(messages, csr, reduce, backend)
-
-
-def _ones(csr: CSR, x: Tensor) -> Tensor:
-    return torch.ones(csr.num_edges, dtype=x.dtype, device=x.device)
 
 
 def _divide_by_degree(out: Tensor, csr: CSR) -> Tensor:

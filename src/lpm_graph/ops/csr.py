@@ -65,6 +65,7 @@ class CSR:
         self._t: CSR | None = None
         self._t_index: Tensor | None = None
         self._orig: tuple[Tensor, Tensor] | None = None
+        self._ones: dict[torch.dtype, Tensor] = {}
 
     @classmethod
     def from_edge_index(cls, edge_index: Tensor, num_src: int, num_dst: int) -> CSR:
@@ -113,6 +114,15 @@ class CSR:
         self.t  # noqa: B018  (builds the transpose and its index)
         assert self._t_index is not None
         return self._t_index
+
+    def ones(self, dtype: torch.dtype) -> Tensor:
+        """Unit edge values ``[E]`` of ``dtype``, allocated once (unweighted sums reuse them,
+        and autograd saves a reference rather than a fresh copy every step)."""
+        ones = self._ones.get(dtype)
+        if ones is None:
+            ones = torch.ones(self.num_edges, dtype=dtype, device=self.row.device)
+            self._ones[dtype] = ones
+        return ones
 
     def sparse(self, values: Tensor) -> Tensor:
         """A ``torch.sparse_csr_tensor`` view with the given per-edge values (sorted order)."""
