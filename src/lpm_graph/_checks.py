@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["check_edge_index", "check_probability", "check_rate"]
+__all__ = ["check_edge_index", "check_positive", "check_probability", "check_rate"]
 
 
 def _as_tensor(value: Tensor | float, name: str) -> Tensor:
@@ -53,7 +53,9 @@ def check_probability(value: Tensor | float, name: str) -> None:
 
 
 def check_positive(value: float, name: str) -> None:
-    if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a finite positive number, got {value!r}.")
+    if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite positive number, got {value!r}.")
 
 

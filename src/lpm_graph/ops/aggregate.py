@@ -120,7 +120,7 @@ def csr_sum(csr: CSR, x: Tensor, values: Tensor) -> Tensor:
     return _CSRSum.apply(x, values, csr)
 
 
-def _edge_values(csr: CSR, edge_weight: Tensor | None, x: Tensor) -> Tensor | None:
+def _edge_values(csr: CSR, edge_weight: Tensor | None) -> Tensor | None:
     """Per-edge weights in sorted order, or None when the weight is a scalar (or absent)."""
     if edge_weight is None or edge_weight.dim() == 0:
         return None
@@ -155,7 +155,7 @@ def propagate(
     if not torch.is_tensor(edge_weight) and edge_weight is not None:
         edge_weight = torch.as_tensor(edge_weight, dtype=x.dtype, device=x.device)
     if backend == "csr" and reduce in ("sum", "mean"):
-        values = _edge_values(csr, edge_weight, x)
+        values = _edge_values(csr, edge_weight)
         if values is None:
             out = csr_sum(csr, x, csr.ones(x.dtype))
             if edge_weight is not None:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_probability
+from .._checks import check_positive, check_probability
 from ..layers.samplers import RandomStreams, bernoulli_st, flow_st
 
 if TYPE_CHECKING:
@@ -98,8 +98,7 @@ class Protocol(nn.Module):
 
     def __init__(self, phases: Sequence[Phase], dt: float) -> None:
         super().__init__()
-        if not (isinstance(dt, (int, float)) and math.isfinite(dt) and dt > 0):
-            raise ValueError(f"dt must be a finite positive step length, got {dt!r}.")
+        check_positive(dt, "dt")
         names = [p.name for p in phases]
         if len(set(names)) != len(names):
             raise ValueError(f"phase names must be unique (they key random streams), got {names}.")
