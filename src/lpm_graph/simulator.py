@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -12,14 +12,14 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
 from .layers.samplers import RandomStreams
-from .protocols.base import ESTIMATORS, MODES, Estimator, Mode, Protocol, State
+from .protocols.base import ESTIMATORS, MODES, Coupling, Estimator, Mode, Protocol, State
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from .graph import PopulationGraph
 
-__all__ = ["Simulator", "Trajectory", "simulate"]
+__all__ = ["CoupledPaths", "Simulator", "Trajectory", "simulate"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ class Trajectory:
         final_state: the per-agent state after the last step.
         states: every per-agent state (``T + 1`` dicts) when the run was asked to keep them.
         dt: step length.
+        coupled: the alternative paths of a ``"stochastic_derivative"`` run (else ``None``).
     """
 
     counts: dict[str, Tensor]
@@ -43,6 +44,38 @@ class Trajectory:
     final_state: dict[str, Tensor]
     dt: float
     states: list[dict[str, Tensor]] | None = field(default=None, repr=False)
+    coupled: CoupledPaths | None = field(default=None, repr=False)
+
+    def expectation(self, fn: Callable[[Trajectory], Tensor]) -> Tensor:
+        """``fn(self)``, differentiable so that its gradient estimates ``grad E[fn]``.
+
+        ``fn`` maps a trajectory to one value per replicate (a scalar without replicates, a
+        ``[R]`` tensor with them), e.g. ``lambda tr: tr.counts["R"][-1]``. With the
+        ``"straight_through"`` and ``"conditional_mean"`` estimators and in expected mode this is
+        ``fn(self)`` itself. With ``"stochastic_derivative"`` the value is still ``fn(self)``
+        and the gradient is the unbiased estimate: for each alternative path, chosen among
+        all the moves the primal run could have made with probability proportional to their
+        rate ``r`` (total ``M``), ``M * (fn(alternative) - fn(primal)) * grad log r``,
+        averaged over the alternatives of each replicate.
+        """
+        value = fn(self)
+        if self.coupled is None:
+            return value
+        c = self.coupled
+        alt = fn(c.trajectory)
+        columns = value.numel()
+        if alt.shape != (c.alternatives * columns,):
+            raise ValueError(
+                f"fn must return one value per replicate: got shape {tuple(value.shape)} for "
+                f"the run and {tuple(alt.shape)} for its {c.alternatives} alternative path(s) "
+                "per replicate; reduce over agents and time inside fn, not over replicates "
+                "(take the mean of the result instead)."
+            )
+        delta = alt.detach().reshape(c.alternatives, columns) - value.detach().reshape(1, -1)
+        score = (c.log_rate - c.log_rate.detach()).reshape(c.alternatives, columns)
+        weight = c.weight.to(delta.dtype).reshape(c.alternatives, columns)
+        jump = (weight * delta * score.to(delta.dtype)).mean(0)
+        return value + jump.reshape(value.shape)
 
     @property
     def steps(self) -> int:
@@ -81,6 +114,26 @@ class Trajectory:
         return f"Trajectory(steps={self.steps}, dt={self.dt:g}, final: {final})"
 
 
+@dataclass
+class CoupledPaths:
+    """The alternative paths of a ``"stochastic_derivative"`` run.
+
+    Attributes:
+        trajectory: the alternative runs, ``alternatives`` copies of every replicate's columns
+            side by side (column ``k * R + r`` is alternative ``k`` of replicate ``r``).
+        weight: per alternative column, the total rate ``M`` of all the moves the primal run
+            could have made (detached).
+        log_rate: per alternative column, ``log r`` of the chosen move (differentiable; ``0``
+            where the primal run had no candidate move).
+        alternatives: alternatives per replicate.
+    """
+
+    trajectory: Trajectory
+    weight: Tensor
+    log_rate: Tensor
+    alternatives: int
+
+
 def _fmt(value: Tensor) -> str:
     return f"{value.item():g}" if value.numel() == 1 else f"<{value.numel()} replicates>"
 
@@ -104,7 +157,23 @@ class Simulator(nn.Module):
         record_states: keep every per-agent state in the trajectory.
         progress: show a tqdm progress bar.
         estimator: gradient estimator of the stochastic draws (``"straight_through"``, default,
-            or ``"conditional_mean"``; see :data:`lpm_graph.protocols.base.ESTIMATORS`).
+            ``"conditional_mean"`` or ``"stochastic_derivative"``; see
+            :data:`lpm_graph.protocols.base.ESTIMATORS`).
+        alternatives: with ``"stochastic_derivative"``, the coupled alternative paths run per
+            replicate (more gives a lower-variance gradient at proportional cost).
+
+    The ``"stochastic_derivative"`` estimator (Arya, Schauer, Schäfer and Rackauckas,
+    *Automatic differentiation of programs with discrete randomness*, NeurIPS 2022) is
+    unbiased for the gradient of the expected value of any function of the trajectory. Every
+    draw of the run is ``b = 1[u > survival]``; an agent that could have moved but did not
+    would move if its rate ``r = -log(survival)`` grew by ``du``, which happens with
+    probability ``dr`` given the draw. Beside the primal run, each alternative column keeps
+    one such move, chosen online among all of them with probability ``r / M`` (weighted
+    reservoir sampling, ``M`` their total), and runs the rest of the simulation with that
+    agent moved and every uniform shared with the primal. Then ``M * (f(alt) - f) * grad log r``
+    is an unbiased estimate of ``grad E[f]``. Primal flows carry no pathwise gradient (they
+    are piecewise constant in the parameters); read gradients through
+    :meth:`Trajectory.expectation`.
     """
 
     def __init__(
@@ -117,11 +186,25 @@ class Simulator(nn.Module):
         record_states: bool = False,
         progress: bool = False,
         estimator: Estimator = "straight_through",
+        alternatives: int = 1,
     ) -> None:
         super().__init__()
         if estimator not in ESTIMATORS:
             raise ValueError(f"estimator={estimator!r} is not known; choose one of {ESTIMATORS}.")
+        if isinstance(alternatives, bool) or not isinstance(alternatives, int) or alternatives < 1:
+            raise ValueError(f"alternatives must be a positive int, got {alternatives!r}.")
+        if estimator == "stochastic_derivative" and mode != "stochastic":
+            raise ValueError(
+                "estimator='stochastic_derivative' differentiates the draws of a stochastic run; "
+                f"mode={mode!r} has none (its gradients are exact): use mode='stochastic'."
+            )
+        if estimator == "stochastic_derivative" and checkpoint is not None:
+            raise ValueError(
+                "checkpoint= does not apply to estimator='stochastic_derivative': its states "
+                "carry no gradient, so there is nothing to recompute; drop checkpoint=."
+            )
         self.estimator: Estimator = estimator
+        self.alternatives = alternatives
         if not isinstance(protocol, Protocol):
             raise ValueError(
                 f"protocol must be a lpm_graph Protocol (e.g. lpm_graph.protocols.SIR), got "
@@ -173,11 +256,13 @@ class Simulator(nn.Module):
             )
         else:
             state = dict(state)
+        bar = _progress(self.steps) if self.progress else None
+        if self.estimator == "stochastic_derivative":
+            return self._coupled(graph, state, streams, bar)
         names = list(state)
         observed = [self.protocol.observe(state)]
         flows: list[dict[str, Tensor]] = []
         states = [state] if self.record_states else None
-        bar = _progress(self.steps) if self.progress else None
         t = 0
         chunk = self.checkpoint or 1
         use_checkpoint = self.checkpoint is not None and torch.is_grad_enabled()
@@ -215,6 +300,80 @@ class Simulator(nn.Module):
             if self.record_states:
                 kept.append(state)
         return state, observed, flows, kept
+
+    def _coupled(
+        self, graph: PopulationGraph, state: State, streams: RandomStreams, bar: Any
+    ) -> Trajectory:
+        """A stochastic-derivative run: the primal path plus ``alternatives`` coupled paths per
+        replicate (see the class docstring)."""
+        if any(v.requires_grad for v in state.values()):
+            raise ValueError(
+                "estimator='stochastic_derivative' does not differentiate the initial draw: "
+                "give initial_infected as a count, ids or a mask, or use the straight-through "
+                "estimator for gradients with respect to initial probabilities."
+            )
+        k = self.alternatives
+        first = next(iter(state.values()))
+        n = first.shape[0]
+        columns = first.shape[1] if first.dim() > 1 else None
+        width = columns or 1
+        device = first.device
+
+        def tile(x: Tensor) -> Tensor:
+            return x.reshape(n, width).repeat(1, k)
+
+        alt = {name: tile(v) for name, v in state.items()}
+        weight = torch.zeros(k * width, dtype=torch.float64, device=device)
+        log_rate = torch.zeros(k * width, dtype=first.dtype, device=device)
+        column = torch.arange(k * width, device=device)
+        primal = _Recorder(self.protocol, state, self.record_states)
+        other = _Recorder(self.protocol, alt, self.record_states)
+        for t in range(self.steps):
+            start = state
+            candidates: list[tuple[str, Tensor, Tensor]] = []
+            state, step_flows = self.protocol.step(
+                graph, state, t, streams, "stochastic", self.estimator, Coupling(candidates)
+            )
+            primal.add(state, step_flows)
+            with torch.no_grad():
+                mass = torch.stack([m.reshape(n, width) for _, m, _ in candidates])
+                mass = mass.to(torch.float64)  # [P, N, R]
+                step_mass = mass.sum((0, 1)).repeat(k)
+                weight += step_mass
+                # weighted reservoir: the step's moves replace the kept one with P = m / M
+                u = streams.uniform("stochastic_derivative/keep", t, (k * width,), torch.float64)
+                switch = u * weight < step_mass
+                cdf = mass.permute(2, 0, 1).reshape(width, -1).cumsum(1)  # [R, P * N]
+                v = streams.uniform("stochastic_derivative/pick", t, (k, width), torch.float64)
+                target = (v * cdf[:, -1]).T.contiguous()  # [R, K]
+                pick = torch.searchsorted(cdf, target, right=True).clamp_max(cdf.shape[1] - 1)
+                pick = pick.T.reshape(-1)  # [K R], alternative column k * R + r
+                phase, agent = pick // n, pick % n
+            rates = torch.stack([_as_columns(r, n, width) for *_, r in candidates])
+            chosen = rates.reshape(-1, width)[pick, column % width]
+            chosen = torch.where(switch, chosen, torch.ones_like(chosen))
+            log_rate = torch.where(switch, torch.log(chosen), log_rate)
+            with torch.no_grad():
+                force = {}
+                for p, (name, _, _) in enumerate(candidates):
+                    mask = torch.zeros(n, k * width, dtype=torch.bool, device=device)
+                    mask[agent, column] = switch & (phase == p)
+                    force[name] = mask
+                alt_start = {
+                    name: torch.where(switch, tile(start[name]), alt[name]) for name in alt
+                }
+                coupling = Coupling(force=force, tile=k, columns=columns)
+                alt, alt_flows = self.protocol.step(
+                    graph, alt_start, t, streams, "stochastic", self.estimator, coupling
+                )
+            other.add(alt, alt_flows)
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        dt = self.protocol.dt
+        coupled = CoupledPaths(other.trajectory(alt, dt), weight, log_rate, k)
+        return primal.trajectory(state, dt, coupled)
 
     def _checkpointed(
         self,
@@ -256,6 +415,36 @@ class Simulator(nn.Module):
         return f"steps={self.steps}, mode={self.mode!r}, checkpoint={self.checkpoint}"
 
 
+def _as_columns(rate: Tensor, n: int, width: int) -> Tensor:
+    """A flow's rate (a scalar, ``[N]`` or ``[N, R]``) as ``[N, R]``."""
+    return rate.expand(n, width) if rate.dim() == 0 else rate.reshape(n, -1).expand(n, width)
+
+
+class _Recorder:
+    """Collects the observables (and optionally states) of one run, step by step."""
+
+    def __init__(self, protocol: Protocol, state: State, keep_states: bool) -> None:
+        self.protocol = protocol
+        self.names = list(state)
+        self.observed = [protocol.observe(state)]
+        self.flows: list[dict[str, Tensor]] = []
+        self.states = [state] if keep_states else None
+
+    def add(self, state: State, step_flows: Mapping[str, Tensor]) -> None:
+        self.observed.append(self.protocol.observe(state))
+        self.flows.append({k: v.sum(0) for k, v in step_flows.items()})
+        if self.states is not None:
+            self.states.append(state)
+
+    def trajectory(
+        self, state: State, dt: float, coupled: CoupledPaths | None = None
+    ) -> Trajectory:
+        counts = {k: torch.stack([o[k] for o in self.observed]) for k in self.names}
+        flow_names = list(self.flows[0]) if self.flows else []
+        flows = {k: torch.stack([f[k] for f in self.flows]) for k in flow_names}
+        return Trajectory(counts, flows, state, dt, self.states, coupled)
+
+
 def _progress(total: int) -> Any:
     from tqdm.auto import tqdm
 
@@ -277,6 +466,7 @@ def simulate(
     progress: bool = False,
     dtype: torch.dtype | None = None,
     estimator: Estimator = "straight_through",
+    alternatives: int = 1,
 ) -> Trajectory:
     """Run ``protocol`` on ``graph`` for ``steps`` steps; see :class:`Simulator`.
 
@@ -294,6 +484,7 @@ def simulate(
         record_states=record_states,
         progress=progress,
         estimator=estimator,
+        alternatives=alternatives,
     )
     return sim(
         graph,

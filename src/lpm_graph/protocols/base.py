@@ -16,18 +16,52 @@ from ..layers.samplers import RandomStreams, bernoulli_st, flow_st
 if TYPE_CHECKING:
     from ..graph import PopulationGraph
 
-__all__ = ["ESTIMATORS", "MODES", "CompartmentalProtocol", "Phase", "Protocol", "StepContext"]
+__all__ = [
+    "ESTIMATORS",
+    "MODES",
+    "CompartmentalProtocol",
+    "Coupling",
+    "Phase",
+    "Protocol",
+    "StepContext",
+]
 
 Mode = Literal["stochastic", "expected"]
 MODES: tuple[str, ...] = ("stochastic", "expected")
-Estimator = Literal["straight_through", "conditional_mean"]
-ESTIMATORS: tuple[str, ...] = ("straight_through", "conditional_mean")
-"""Gradient estimators for stochastic runs. Both keep the forward draws exact; both are biased
-through the network feedback of an epidemic. Measured on G(n, m) graphs, n = 2,000 (mean of 50
-seeds, d final size / d tau against a central finite difference with common random numbers):
-``"straight_through"`` overestimates (x2.5 at final size 0.85), ``"conditional_mean"``
-underestimates (x0.3) but has factors in [0, 1], so it cannot blow up over long runs."""
+Estimator = Literal["straight_through", "conditional_mean", "stochastic_derivative"]
+ESTIMATORS: tuple[str, ...] = ("straight_through", "conditional_mean", "stochastic_derivative")
+"""Gradient estimators for stochastic runs; all keep the forward draws exact.
+
+``"straight_through"`` and ``"conditional_mean"`` are surrogate backwards: cheap (one run, one
+backward, any number of parameters) but biased through the network feedback of an epidemic.
+Measured on G(n, m) graphs, n = 2,000 (mean of 50 seeds, d final size / d tau against a
+central finite difference with common random numbers): straight-through overestimates (x2.5
+at final size 0.85), conditional-mean underestimates (x0.3). ``"stochastic_derivative"`` is
+unbiased: it runs coupled alternative paths beside the primal one (Arya et al., 2022; see
+:class:`~lpm_graph.simulator.Simulator`) at about twice the cost of a forward run, and its
+gradient is read through :meth:`~lpm_graph.simulator.Trajectory.expectation`."""
 State = dict[str, Tensor]
+
+
+@dataclass
+class Coupling:
+    """What the stochastic-derivative estimator needs from one step (internal).
+
+    Attributes:
+        candidates: on the primal run, every :meth:`StepContext.flow` appends
+            ``(name, mass, rate)``: ``rate = -log(survival)`` (differentiable) and ``mass``,
+            the rate of the agents that could have moved but did not (detached). An increase
+            ``d rate`` makes such an agent move with probability ``d rate``.
+        force: on the alternative run, per flow name, agents forced to move this step.
+        tile: the alternative run holds ``tile`` copies of the primal's columns, side by
+            side, and shares the primal's uniforms.
+        columns: the primal's replicate count (``None`` for an ``[N]`` state).
+    """
+
+    candidates: list[tuple[str, Tensor, Tensor]] | None = None
+    force: Mapping[str, Tensor] | None = None
+    tile: int = 1
+    columns: int | None = None
 
 
 @dataclass
@@ -52,6 +86,21 @@ class StepContext:
     mode: Mode = "stochastic"
     estimator: Estimator = "straight_through"
     flows: dict[str, Tensor] = field(default_factory=dict)
+    coupling: Coupling | None = None
+
+    def uniform(self, name: str, like: Tensor) -> Tensor:
+        """``U[0, 1)`` numbers shaped and typed like ``like`` from stream ``(name, t)``.
+
+        On an alternative run of the stochastic-derivative estimator these are the primal's
+        numbers, repeated for every copy of its columns (common random numbers).
+        """
+        c = self.coupling
+        if c is None or c.candidates is not None:
+            return self.streams.uniform(name, self.t, tuple(like.shape), like.dtype)
+        n = like.shape[0]
+        base = (n,) if c.columns is None else (n, c.columns)
+        u = self.streams.uniform(name, self.t, base, like.dtype)
+        return u.reshape(n, -1).repeat(1, c.tile)
 
     def flow(self, name: str, survival: Tensor, source: Tensor) -> Tensor:
         """The flow out of compartment ``source`` when each agent leaves it with probability
@@ -61,14 +110,35 @@ class StepContext:
         flow ``b * source``, differentiated with ``estimator``: ``"straight_through"``
         (:func:`~lpm_graph.layers.samplers.bernoulli_st`, ``db/dp = 1``) or
         ``"conditional_mean"`` (:func:`~lpm_graph.layers.samplers.flow_st`, the gradient of
-        ``(1 - survival) * source``). Expected mode: ``(1 - survival) * source`` itself.
+        ``(1 - survival) * source``); with ``"stochastic_derivative"`` the flow is hard and the
+        step's :class:`Coupling` records what the estimator needs. Expected mode:
+        ``(1 - survival) * source`` itself.
         """
         if self.mode == "expected":
             return (1 - survival) * source
-        gen = self.streams.generator(name, self.t)
+        u = self.uniform(name, source)
+        if self.coupling is not None:
+            return self._coupled_flow(name, torch.as_tensor(survival), source, u)
         if self.estimator == "conditional_mean":
-            return flow_st(source, survival=survival, generator=gen)
-        return bernoulli_st(survival=survival, shape=tuple(source.shape), generator=gen) * source
+            return flow_st(source, survival=survival, uniform=u)
+        return bernoulli_st(survival=survival, uniform=u) * source
+
+    def _coupled_flow(self, name: str, survival: Tensor, source: Tensor, u: Tensor) -> Tensor:
+        """Stochastic-derivative estimator: a hard flow; candidates or forced moves recorded."""
+        c = self.coupling
+        assert c is not None
+        with torch.no_grad():
+            moved = (u > survival).to(source.dtype)
+            if c.force is not None and name in c.force:
+                moved = torch.maximum(moved, c.force[name].to(source.dtype))
+            flow = moved * source
+        if c.candidates is not None:
+            tiny = torch.finfo(source.dtype).tiny
+            rate = -torch.log(torch.clamp(survival.to(source.dtype), min=tiny))
+            with torch.no_grad():
+                mass = (source - flow) * rate
+            c.candidates.append((name, mass, rate))
+        return flow
 
 
 class Phase(nn.Module):
@@ -113,10 +183,17 @@ class Protocol(nn.Module):
         streams: RandomStreams,
         mode: Mode,
         estimator: Estimator = "straight_through",
+        coupling: Coupling | None = None,
     ) -> tuple[State, dict[str, Tensor]]:
         """One step: run the phases in order; return the new state and this step's flows."""
         ctx = StepContext(
-            t=t, dt=self.dt, start=state, streams=streams, mode=mode, estimator=estimator
+            t=t,
+            dt=self.dt,
+            start=state,
+            streams=streams,
+            mode=mode,
+            estimator=estimator,
+            coupling=coupling,
         )
         for phase in self.phases:
             state = phase(graph, state, ctx)

@@ -1,0 +1,203 @@
+"""Simulator: the stochastic-derivative estimator against exact results and finite differences.
+
+The exact references are hand computations: on a single edge j -> k with j infectious at
+time 0, k is ever infected with probability ``T = p / (1 - (1 - p)(1 - r))`` (``p`` and ``r``
+the per-step infection and recovery probabilities), and on a chain j -> k -> l, l is with
+probability ``T^2``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lpm_graph import PopulationGraph, simulate
+from lpm_graph.datasets.generators import erdos_renyi
+from lpm_graph.protocols.sir import SIR
+
+SD = "stochastic_derivative"
+
+
+def _transmissibility(tau: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+    p, r = -torch.expm1(-tau), -torch.expm1(-gamma)
+    return p / (1 - (1 - p) * (1 - r))
+
+
+def _chain(length: int) -> PopulationGraph:
+    edges = torch.stack([torch.arange(length - 1), torch.arange(1, length)])
+    return PopulationGraph.from_edge_index(edges, length, undirected=False)
+
+
+def _batched_gradient(graph, fn, tau0, gamma0, batches, replicates, steps, alternatives=1):
+    """Mean and standard error over independent batches of the estimated gradient of E[fn]."""
+    first = torch.zeros(graph.num_nodes("agent"), dtype=torch.float64)
+    first[0] = 1.0
+    grads = []
+    for b in range(batches):
+        tau = torch.tensor(tau0, dtype=torch.float64, requires_grad=True)
+        gamma = torch.tensor(gamma0, dtype=torch.float64, requires_grad=True)
+        traj = simulate(
+            SIR(tau, gamma),
+            graph,
+            steps,
+            initial_infected=first.bool(),
+            seed=100 + b,
+            replicates=replicates,
+            dtype=torch.float64,
+            estimator=SD,
+            alternatives=alternatives,
+        )
+        traj.expectation(fn).mean().backward()
+        grads.append(torch.stack([tau.grad, gamma.grad]))
+    grads = torch.stack(grads)
+    return grads.mean(0), grads.std(0) / math.sqrt(batches)
+
+
+def _exact_gradient(tau0, gamma0, hops):
+    tau = torch.tensor(tau0, dtype=torch.float64, requires_grad=True)
+    gamma = torch.tensor(gamma0, dtype=torch.float64, requires_grad=True)
+    torch.autograd.backward(_transmissibility(tau, gamma) ** hops)
+    return torch.stack([tau.grad, gamma.grad])
+
+
+@pytest.mark.parametrize(("hops", "tau0", "gamma0"), [(1, 0.3, 0.4), (2, 0.4, 0.5)])
+def test_stochastic_derivative_matches_the_exact_gradient(hops, tau0, gamma0):
+    graph = _chain(hops + 1)
+    mean, se = _batched_gradient(
+        graph, lambda tr: tr.final_state["R"][-1], tau0, gamma0, 8, 2_000, 60
+    )
+    exact = _exact_gradient(tau0, gamma0, hops)
+    assert torch.all((mean - exact).abs() < 4 * se + 0.02 * exact.abs()), (mean, se, exact)
+    assert torch.all(se < 0.1 * exact.abs())  # the check above has teeth
+
+
+def test_straight_through_is_biased_where_the_stochastic_derivative_is_not():
+    # The motivating example: on a two-hop chain straight-through credits the derivative of
+    # every draw to agents that were infected anyway.
+    tau0, gamma0 = 0.4, 0.5
+    graph = _chain(3)
+    first = torch.tensor([True, False, False])
+    tau = torch.tensor(tau0, dtype=torch.float64, requires_grad=True)
+    traj = simulate(
+        SIR(tau, gamma0),
+        graph,
+        60,
+        initial_infected=first,
+        seed=1,
+        replicates=20_000,
+        dtype=torch.float64,
+    )
+    traj.final_state["R"][-1].mean().backward()
+    exact = _exact_gradient(tau0, gamma0, 2)[0]
+    assert tau.grad > 1.1 * exact
+
+
+def test_forward_is_the_same_run_for_every_estimator():
+    graph = erdos_renyi(300, 6.0, seed=1)
+    runs = [
+        simulate(SIR(0.1, 0.2), graph, 40, initial_infected=5, seed=3, replicates=4, estimator=e)
+        for e in ("straight_through", "conditional_mean", SD)
+    ]
+    for traj in runs[1:]:
+        for name in ("S", "I", "R"):
+            assert torch.equal(traj.counts[name], runs[0].counts[name])
+
+
+def test_expectation_has_the_value_of_fn_and_is_reproducible():
+    graph = erdos_renyi(300, 6.0, seed=1)
+    grads, values = [], []
+    for _ in range(2):
+        tau = torch.tensor(0.1, requires_grad=True)
+        traj = simulate(
+            SIR(tau, 0.2),
+            graph,
+            40,
+            initial_infected=5,
+            seed=3,
+            replicates=3,
+            estimator=SD,
+            alternatives=2,
+        )
+        y = traj.expectation(lambda tr: tr.counts["R"][-1])
+        assert torch.equal(y.detach(), traj.counts["R"][-1])
+        y.sum().backward()
+        grads.append(tau.grad)
+        values.append(y.detach())
+    assert torch.equal(grads[0], grads[1])
+    assert traj.coupled is not None
+    assert traj.coupled.trajectory.counts["R"].shape == (41, 6)
+
+
+def test_expectation_without_replicates():
+    graph = erdos_renyi(200, 6.0, seed=1)
+    tau = torch.tensor(0.1, requires_grad=True)
+    traj = simulate(SIR(tau, 0.2), graph, 30, initial_infected=5, seed=3, estimator=SD)
+    y = traj.expectation(lambda tr: tr.counts["R"][-1])
+    assert y.shape == ()
+    y.backward()
+    assert torch.isfinite(tau.grad)
+
+
+def test_expectation_is_fn_itself_for_other_estimators():
+    graph = erdos_renyi(200, 6.0, seed=1)
+    traj = simulate(SIR(0.1, 0.2), graph, 10, initial_infected=5, seed=3)
+    assert torch.equal(traj.expectation(lambda tr: tr.counts["I"][-1]), traj.counts["I"][-1])
+
+
+def test_expectation_rejects_a_reduction_over_replicates():
+    graph = erdos_renyi(200, 6.0, seed=1)
+    traj = simulate(
+        SIR(0.1, 0.2), graph, 10, initial_infected=5, seed=3, replicates=3, estimator=SD
+    )
+    with pytest.raises(ValueError, match=r"one value per replicate.*not over replicates"):
+        traj.expectation(lambda tr: tr.counts["I"][-1].mean())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"mode": "expected"}, r"mode='expected' has none.*mode='stochastic'"),
+        ({"checkpoint": 5}, r"checkpoint= does not apply.*drop checkpoint"),
+        ({"alternatives": 0}, r"alternatives must be a positive int"),
+    ],
+)
+def test_stochastic_derivative_bad_options_raise(kwargs, match):
+    graph = erdos_renyi(50, 4.0, seed=1)
+    with pytest.raises(ValueError, match=match):
+        simulate(SIR(0.1, 0.2), graph, 5, initial_infected=2, estimator=SD, **kwargs)
+
+
+def test_stochastic_derivative_refuses_differentiable_initial_probabilities():
+    graph = erdos_renyi(50, 4.0, seed=1)
+    p0 = torch.full((50,), 0.1, requires_grad=True)
+    with pytest.raises(ValueError, match=r"does not differentiate the initial draw"):
+        simulate(SIR(0.1, 0.2), graph, 5, initial_infected=p0, estimator=SD)
+
+
+@pytest.mark.slow
+def test_stochastic_derivative_matches_finite_differences_on_a_network():
+    # Same setting as the straight-through check in tests/protocols/test_sir.py, where
+    # straight-through gives 17.8 against a finite difference of 7.2.
+    n, seeds, tau0, gamma, h = 2_000, 50, 0.05, 0.2, 0.1
+    graph = erdos_renyi(n, 10.0, seed=0)
+
+    def final(tau, **kwargs):
+        traj = simulate(
+            SIR(tau, gamma),
+            graph,
+            150,
+            initial_infected=n // 100,
+            seed=7,
+            replicates=seeds,
+            **kwargs,
+        )
+        return traj.expectation(lambda tr: 1 - tr.counts["S"][-1] / n)
+
+    tau = torch.tensor(tau0, requires_grad=True)
+    final(tau, estimator=SD, alternatives=256).mean().backward()
+    with torch.no_grad():
+        fd = final(torch.tensor(tau0 * (1 + h))) - final(torch.tensor(tau0 * (1 - h)))
+    fd = float(fd.mean() / (2 * h * tau0))
+    assert abs(float(tau.grad) - fd) < 0.25 * abs(fd), (float(tau.grad), fd)
