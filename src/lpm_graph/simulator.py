@@ -165,7 +165,7 @@ class Simulator(nn.Module):
     The ``"stochastic_derivative"`` estimator (Arya, Schauer, Schäfer and Rackauckas,
     *Automatic differentiation of programs with discrete randomness*, NeurIPS 2022) is
     unbiased for the gradient of the expected value of any function of the trajectory. Every
-    draw of the run is ``b = 1[u > survival]``; an agent that could have moved but did not
+    draw of the run is ``b = 1[u >= survival]``; an agent that could have moved but did not
     would move if its rate ``r = -log(survival)`` grew by ``du``, which happens with
     probability ``dr`` given the draw. Beside the primal run, each alternative column keeps
     one such move, chosen online among all of them with probability ``r / M`` (weighted
@@ -281,7 +281,7 @@ class Simulator(nn.Module):
                 bar.update(n)
         if bar is not None:
             bar.close()
-        counts = {k: torch.stack([o[k] for o in observed]) for k in names}
+        counts = {k: torch.stack([o[k] for o in observed]) for k in observed[0]}
         flow_names = list(flows[0]) if flows else []
         flow_series = {k: torch.stack([f[k] for f in flows]) for k in flow_names}
         return Trajectory(counts, flow_series, state, self.protocol.dt, states)
@@ -294,7 +294,7 @@ class Simulator(nn.Module):
             state, step_flows = self.protocol.step(
                 graph, state, t, streams, self.mode, self.estimator
             )
-            totals = {k: v.sum(0) for k, v in step_flows.items()}
+            totals = self.protocol.total_flows(step_flows)
             observed.append(self.protocol.observe(state))
             flows.append(totals)
             if self.record_states:
@@ -314,18 +314,18 @@ class Simulator(nn.Module):
             )
         k = self.alternatives
         first = next(iter(state.values()))
-        n = first.shape[0]
         columns = first.shape[1] if first.dim() > 1 else None
         width = columns or 1
         device = first.device
 
         def tile(x: Tensor) -> Tensor:
-            return x.reshape(n, width).repeat(1, k)
+            """``k`` copies of the replicate columns (the last dimension) side by side."""
+            x = x if columns is not None else x.unsqueeze(-1)
+            return x.repeat(*([1] * (x.dim() - 1)), k)
 
         alt = {name: tile(v) for name, v in state.items()}
         weight = torch.zeros(k * width, dtype=torch.float64, device=device)
         log_rate = torch.zeros(k * width, dtype=first.dtype, device=device)
-        column = torch.arange(k * width, device=device)
         primal = _Recorder(self.protocol, state, self.record_states)
         other = _Recorder(self.protocol, alt, self.record_states)
         for t in range(self.steps):
@@ -335,30 +335,14 @@ class Simulator(nn.Module):
                 graph, state, t, streams, "stochastic", self.estimator, Coupling(candidates)
             )
             primal.add(state, step_flows)
+            force: dict[str, Tensor] = {}
+            if candidates:
+                switch, log_rate, force = self._reservoir(
+                    candidates, weight, log_rate, streams, t, k, columns
+                )
+            else:
+                switch = torch.zeros(k * width, dtype=torch.bool, device=device)
             with torch.no_grad():
-                mass = torch.stack([m.reshape(n, width) for _, m, _ in candidates])
-                mass = mass.to(torch.float64)  # [P, N, R]
-                step_mass = mass.sum((0, 1)).repeat(k)
-                weight += step_mass
-                # weighted reservoir: the step's moves replace the kept one with P = m / M
-                u = streams.uniform("stochastic_derivative/keep", t, (k * width,), torch.float64)
-                switch = u * weight < step_mass
-                cdf = mass.permute(2, 0, 1).reshape(width, -1).cumsum(1)  # [R, P * N]
-                v = streams.uniform("stochastic_derivative/pick", t, (k, width), torch.float64)
-                target = (v * cdf[:, -1]).T.contiguous()  # [R, K]
-                pick = torch.searchsorted(cdf, target, right=True).clamp_max(cdf.shape[1] - 1)
-                pick = pick.T.reshape(-1)  # [K R], alternative column k * R + r
-                phase, agent = pick // n, pick % n
-            rates = torch.stack([_as_columns(r, n, width) for *_, r in candidates])
-            chosen = rates.reshape(-1, width)[pick, column % width]
-            chosen = torch.where(switch, chosen, torch.ones_like(chosen))
-            log_rate = torch.where(switch, torch.log(chosen), log_rate)
-            with torch.no_grad():
-                force = {}
-                for p, (name, _, _) in enumerate(candidates):
-                    mask = torch.zeros(n, k * width, dtype=torch.bool, device=device)
-                    mask[agent, column] = switch & (phase == p)
-                    force[name] = mask
                 alt_start = {
                     name: torch.where(switch, tile(start[name]), alt[name]) for name in alt
                 }
@@ -374,6 +358,57 @@ class Simulator(nn.Module):
         dt = self.protocol.dt
         coupled = CoupledPaths(other.trajectory(alt, dt), weight, log_rate, k)
         return primal.trajectory(state, dt, coupled)
+
+    @staticmethod
+    def _reservoir(
+        candidates: list[tuple[str, Tensor, Tensor]],
+        weight: Tensor,
+        log_rate: Tensor,
+        streams: RandomStreams,
+        t: int,
+        k: int,
+        columns: int | None,
+    ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """One step of weighted reservoir sampling over the primal's candidate moves.
+
+        Updates ``weight`` (the running total rate ``M``) in place; returns which alternative
+        columns switch to a move of this step, the new ``log r`` per column, and the moves to
+        force on the alternative run, per flow name.
+        """
+        width = columns or 1
+        column = torch.arange(k * width, device=weight.device)
+        # every candidate move as a row of one [moves, R] table, flows one after another
+        sizes = [m.numel() // width for _, m, _ in candidates]
+        with torch.no_grad():
+            mass = torch.cat([m.reshape(-1, width) for _, m, _ in candidates])
+            mass = mass.to(torch.float64)
+            step_mass = mass.sum(0).repeat(k)
+            weight += step_mass
+            # the step's moves replace the kept one with probability m / M
+            u = streams.uniform("stochastic_derivative/keep", t, (k * width,), torch.float64)
+            switch = u * weight < step_mass
+            cdf = mass.T.cumsum(1)  # [R, moves]
+            v = streams.uniform("stochastic_derivative/pick", t, (k, width), torch.float64)
+            target = (v * cdf[:, -1]).T.contiguous()  # [R, K]
+            pick = torch.searchsorted(cdf, target, right=True).clamp_max(cdf.shape[1] - 1)
+            pick = pick.T.reshape(-1)  # [K R], alternative column k * R + r
+        rates = torch.cat(
+            [torch.broadcast_to(r, m.shape).reshape(-1, width) for _, m, r in candidates]
+        )
+        chosen = rates[pick, column % width]
+        chosen = torch.where(switch, chosen, torch.ones_like(chosen))
+        log_rate = torch.where(switch, torch.log(chosen), log_rate)
+        force = {}
+        with torch.no_grad():
+            offset = 0
+            for (name, m, _), size in zip(candidates, sizes):
+                mask = torch.zeros(size, k * width, dtype=torch.bool, device=weight.device)
+                inside = switch & (pick >= offset) & (pick < offset + size)
+                mask[(pick - offset).clamp(0, size - 1), column] = inside
+                shape = (*m.shape[: m.dim() - (columns is not None)], k * width)
+                force[name] = mask.reshape(shape)
+                offset += size
+        return switch, log_rate, force
 
     def _checkpointed(
         self,
@@ -415,31 +450,25 @@ class Simulator(nn.Module):
         return f"steps={self.steps}, mode={self.mode!r}, checkpoint={self.checkpoint}"
 
 
-def _as_columns(rate: Tensor, n: int, width: int) -> Tensor:
-    """A flow's rate (a scalar, ``[N]`` or ``[N, R]``) as ``[N, R]``."""
-    return rate.expand(n, width) if rate.dim() == 0 else rate.reshape(n, -1).expand(n, width)
-
-
 class _Recorder:
     """Collects the observables (and optionally states) of one run, step by step."""
 
     def __init__(self, protocol: Protocol, state: State, keep_states: bool) -> None:
         self.protocol = protocol
-        self.names = list(state)
         self.observed = [protocol.observe(state)]
         self.flows: list[dict[str, Tensor]] = []
         self.states = [state] if keep_states else None
 
     def add(self, state: State, step_flows: Mapping[str, Tensor]) -> None:
         self.observed.append(self.protocol.observe(state))
-        self.flows.append({k: v.sum(0) for k, v in step_flows.items()})
+        self.flows.append(self.protocol.total_flows(step_flows))
         if self.states is not None:
             self.states.append(state)
 
     def trajectory(
         self, state: State, dt: float, coupled: CoupledPaths | None = None
     ) -> Trajectory:
-        counts = {k: torch.stack([o[k] for o in self.observed]) for k in self.names}
+        counts = {k: torch.stack([o[k] for o in self.observed]) for k in self.observed[0]}
         flow_names = list(self.flows[0]) if self.flows else []
         flows = {k: torch.stack([f[k] for f in self.flows]) for k in flow_names}
         return Trajectory(counts, flows, state, dt, self.states, coupled)

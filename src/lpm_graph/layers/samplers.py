@@ -3,11 +3,12 @@
 Estimators
 ----------
 ``bernoulli_st(p)``
-    Forward: an exact draw ``b = 1[u < p]``, ``u ~ U(0, 1)``, so simulated trajectories are
-    samples of the true process. Backward: the straight-through estimator
-    ``db/dp := 1`` (Bengio et al., 2013), i.e. ``b = hard + p - stop_gradient(p)``. For one
-    draw it is unbiased for ``d E[b] / dp = 1``; through a nonlinear simulation it is biased,
-    and the tests compare it with finite differences under common random numbers.
+    Forward: an exact draw ``b = 1[u >= 1 - p]``, ``u ~ U[0, 1)`` (so ``p = 1`` always draws 1
+    and ``p = 0`` never does), and simulated trajectories are samples of the true process.
+    Backward: the straight-through estimator ``db/dp := 1`` (Bengio et al., 2013), i.e.
+    ``b = hard + p - stop_gradient(p)``. For one draw it is unbiased for ``d E[b] / dp = 1``;
+    through a nonlinear simulation it is biased, and the tests compare it with finite differences
+    under common random numbers.
 ``categorical_st(logits, tau)``
     Forward: an exact draw ``k = argmax(logits + g)``, ``g ~ Gumbel(0, 1)`` (the Gumbel-max
     trick), returned one-hot. Backward: the gradient of the Gumbel-softmax relaxation
@@ -76,7 +77,7 @@ def bernoulli_st(
 ) -> Tensor:
     """Exact Bernoulli(``p``) draws with the straight-through gradient ``db/dp = 1``.
 
-    The draw is ``b = 1[u > 1 - p]`` with ``u ~ U[0, 1)``. Give either ``p`` or its complement
+    The draw is ``b = 1[u >= 1 - p]`` with ``u ~ U[0, 1)``. Give either ``p`` or its complement
     ``survival = 1 - p`` (cheaper when the caller has it, e.g. ``exp(-lambda dt)``); both give
     the same draws for the same ``u``, with or without gradients.
 
@@ -97,7 +98,7 @@ def bernoulli_st(
     if uniform is None:
         size = tuple(shape) if shape is not None else tuple(q.shape)
         uniform = torch.rand(size, generator=generator, dtype=q.dtype, device=q.device)
-    hard = (uniform > q).to(q.dtype)
+    hard = (uniform >= q).to(q.dtype)
     if q.requires_grad:
         return hard + (q.detach() - q)
     return hard
@@ -113,7 +114,7 @@ def flow_st(
 ) -> Tensor:
     """``b * source`` with ``b ~ Bernoulli(p)``, differentiated through its conditional mean.
 
-    Forward: the exact flow ``1[u > 1 - p] * source``. Backward: the gradient of
+    Forward: the exact flow ``1[u >= 1 - p] * source``. Backward: the gradient of
     ``p * source`` (the flow's expectation given ``source``), for both ``p`` and ``source``.
     Compared with :func:`bernoulli_st` (whose backward uses the drawn ``b`` as the factor of
     ``d source``), this does not carry derivatives through draws of agents that are no longer
@@ -127,7 +128,7 @@ def flow_st(
         uniform = torch.rand(
             source.shape, generator=generator, dtype=source.dtype, device=source.device
         )
-    hard = (uniform > q).to(source.dtype) * source
+    hard = (uniform >= q).to(source.dtype) * source
     if not (q.requires_grad or source.requires_grad):
         return hard
     mean = (1 - q) * source if p is None else p * source

@@ -1,10 +1,17 @@
 """Interaction protocols built from protocol layers."""
 
 from .base import CompartmentalProtocol, Phase, Protocol, StepContext
+from .durations import Duration, infectiousness_kernel
+from .seirm import AGE_GROUPS, GRADABM_SUSCEPTIBILITY, SEIRM
 from .sir import SIR, Infection, Recovery
 
 __all__ = [
+    "AGE_GROUPS",
+    "GRADABM_SUSCEPTIBILITY",
+    "SEIRM",
     "SIR",
+    "Duration",
+    "infectiousness_kernel",
     "CompartmentalProtocol",
     "Infection",
     "Phase",

@@ -97,16 +97,16 @@ class StepContext:
         c = self.coupling
         if c is None or c.candidates is not None:
             return self.streams.uniform(name, self.t, tuple(like.shape), like.dtype)
-        n = like.shape[0]
-        base = (n,) if c.columns is None else (n, c.columns)
+        base = (*like.shape[:-1], *(() if c.columns is None else (c.columns,)))
         u = self.streams.uniform(name, self.t, base, like.dtype)
-        return u.reshape(n, -1).repeat(1, c.tile)
+        u = u if c.columns is not None else u.unsqueeze(-1)
+        return u.repeat(*([1] * (u.dim() - 1)), c.tile)
 
     def flow(self, name: str, survival: Tensor, source: Tensor) -> Tensor:
         """The flow out of compartment ``source`` when each agent leaves it with probability
         ``1 - survival`` during this step (``survival`` may be a scalar).
 
-        Stochastic mode: exact draws ``b = 1[u > survival]`` from stream ``(name, t)`` and the
+        Stochastic mode: exact draws ``b = 1[u >= survival]`` from stream ``(name, t)`` and the
         flow ``b * source``, differentiated with ``estimator``: ``"straight_through"``
         (:func:`~lpm_graph.layers.samplers.bernoulli_st`, ``db/dp = 1``) or
         ``"conditional_mean"`` (:func:`~lpm_graph.layers.samplers.flow_st`, the gradient of
@@ -128,16 +128,16 @@ class StepContext:
         c = self.coupling
         assert c is not None
         with torch.no_grad():
-            moved = (u > survival).to(source.dtype)
+            moved = (u >= survival).to(source.dtype)
             if c.force is not None and name in c.force:
                 moved = torch.maximum(moved, c.force[name].to(source.dtype))
             flow = moved * source
-        if c.candidates is not None:
+        if c.candidates is not None and survival.requires_grad:
             tiny = torch.finfo(source.dtype).tiny
             rate = -torch.log(torch.clamp(survival.to(source.dtype), min=tiny))
             with torch.no_grad():
                 mass = (source - flow) * rate
-            c.candidates.append((name, mass, rate))
+            c.candidates.append((name, mass, rate))  # rate broadcasts to mass's shape
         return flow
 
 
@@ -216,6 +216,10 @@ class Protocol(nn.Module):
     def observe(self, state: State) -> dict[str, Tensor]:
         """Per-step observables: the total over agents of every state entry."""
         return {name: value.sum(0) for name, value in state.items()}
+
+    def total_flows(self, flows: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Per-step flow totals over agents (per replicate)."""
+        return {name: value.sum(0) for name, value in flows.items()}
 
     def plan(self) -> str:
         lines = [f"{type(self).__name__} step (dt = {self.dt:g}):"]

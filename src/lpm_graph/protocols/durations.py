@@ -1,0 +1,142 @@
+"""Stage durations and the infectiousness kernel, discretised to simulation steps."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+__all__ = ["Duration", "gamma_cdf", "infectiousness_kernel"]
+
+Kind = Literal["fixed", "geometric", "gamma"]
+KINDS: tuple[str, ...] = ("fixed", "geometric", "gamma")
+TAIL = 1e-7
+"""Probability mass beyond the last step kept; it is folded into that last step."""
+
+
+def gamma_cdf(x: Tensor, mean: float, sd: float) -> Tensor:
+    """CDF of the Gamma distribution with this mean and sd at ``x`` (float64).
+
+    Shape ``k = mean^2 / sd^2`` and *rate* ``b = mean / sd^2`` (so the mean is ``k / b``):
+    ``F(x) = P(k, b x)``, the regularised lower incomplete gamma function.
+    """
+    shape, rate = (mean / sd) ** 2, mean / sd**2
+    x = torch.as_tensor(x, dtype=torch.float64).clamp_min(0)
+    return torch.special.gammainc(torch.full_like(x, shape), rate * x)
+
+
+class Duration:
+    """How long an agent stays in a stage, in time units (days for the epidemic protocols).
+
+    Build one with :meth:`fixed`, :meth:`geometric` or :meth:`gamma`. On a grid of step ``dt``
+    a duration is a number of steps ``D >= 1`` with probabilities :meth:`pmf`:
+
+    * ``fixed(d)``: exactly ``d / dt`` steps (``d`` must be a multiple of ``dt``);
+    * ``geometric(mean)``: leave with probability ``dt / mean`` each step (memoryless), so the
+      mean is exactly ``mean``;
+    * ``gamma(mean, sd)``: a Gamma-distributed time (shape ``mean^2 / sd^2``, rate
+      ``mean / sd^2``) rounded to the nearest step, at least one step.
+
+    Steps beyond the point where less than ``1e-7`` of the probability remains are folded into
+    the last kept step.
+    """
+
+    def __init__(self, kind: Kind, mean: float, sd: float | None = None) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"kind={kind!r} is not a duration kind; choose one of {KINDS}.")
+        if not (isinstance(mean, (int, float)) and math.isfinite(mean) and mean > 0):
+            raise ValueError(f"a duration's mean must be a finite positive number, got {mean!r}.")
+        if kind == "gamma" and not (isinstance(sd, (int, float)) and math.isfinite(sd) and sd > 0):
+            raise ValueError(f"a Gamma duration needs a finite positive sd, got sd={sd!r}.")
+        self.kind: Kind = kind
+        self.mean = float(mean)
+        self.sd = None if sd is None else float(sd)
+
+    @classmethod
+    def fixed(cls, days: float) -> Duration:
+        return cls("fixed", days)
+
+    @classmethod
+    def geometric(cls, mean: float) -> Duration:
+        return cls("geometric", mean)
+
+    @classmethod
+    def gamma(cls, mean: float, sd: float) -> Duration:
+        return cls("gamma", mean, sd)
+
+    def pmf(self, dt: float) -> Tensor:
+        """``P(D = k)`` for ``k = 1 .. K`` steps, as a float64 tensor ``[K]`` summing to 1."""
+        if self.kind == "fixed":
+            steps = self.mean / dt
+            if abs(steps - round(steps)) > 1e-9 * max(1.0, steps) or round(steps) < 1:
+                raise ValueError(
+                    f"a fixed duration of {self.mean:g} is not a whole number (>= 1) of steps of "
+                    f"dt = {dt:g}; choose dt dividing it, or a geometric or Gamma duration."
+                )
+            out = torch.zeros(round(steps), dtype=torch.float64)
+            out[-1] = 1.0
+            return out
+        if self.kind == "geometric":
+            h = dt / self.mean
+            if h > 1:
+                raise ValueError(
+                    f"a geometric duration of mean {self.mean:g} is shorter than one step "
+                    f"(dt = {dt:g}); use a smaller dt."
+                )
+            if h == 1:
+                return torch.ones(1, dtype=torch.float64)
+            k_max = max(1, math.ceil(math.log(TAIL) / math.log1p(-h)))
+            k = torch.arange(1, k_max + 1, dtype=torch.float64)
+            out = h * (1 - h) ** (k - 1)
+        else:
+            assert self.sd is not None
+            k_max = 1
+            while 1 - float(gamma_cdf(torch.tensor((k_max + 0.5) * dt), self.mean, self.sd)) > TAIL:
+                k_max += 1
+            edges = (torch.arange(1, k_max + 1, dtype=torch.float64) + 0.5) * dt
+            cdf = gamma_cdf(edges, self.mean, self.sd)
+            out = torch.diff(cdf, prepend=torch.zeros(1, dtype=torch.float64))
+        out[-1] += 1 - out.sum()
+        return out
+
+    def hazard(self, dt: float) -> Tensor:
+        """``h[k] = P(D = k + 1 | D > k)``: the probability of leaving after the ``(k+1)``-th step
+        in the stage, given the stay lasted that long (float64 ``[K]``, ``h[K - 1] = 1``)."""
+        pmf = self.pmf(dt)
+        at_risk = torch.flip(torch.cumsum(torch.flip(pmf, [0]), 0), [0])  # P(D >= k + 1)
+        h = torch.where(at_risk > 0, pmf / at_risk.clamp_min(1e-300), torch.ones_like(pmf))
+        h[-1] = 1.0
+        return h.clamp(0, 1)
+
+    def sample(self, n: int, dt: float, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` durations in time units (``steps * dt``), by inverse CDF of :meth:`pmf`."""
+        cdf = torch.cumsum(self.pmf(dt), 0)
+        u = torch.rand(n, dtype=torch.float64, generator=generator)
+        steps = torch.searchsorted(cdf, u, right=True).clamp_max(cdf.numel() - 1) + 1
+        return steps.to(torch.float64) * dt
+
+    def __repr__(self) -> str:
+        if self.kind == "gamma":
+            return f"Duration.gamma(mean={self.mean:g}, sd={self.sd:g})"
+        return f"Duration.{self.kind}({self.mean:g})"
+
+
+def infectiousness_kernel(mean: float = 5.5, sd: float = 2.14, dt: float = 1.0) -> Tensor:
+    """The discretised Gamma infectiousness kernel ``w[k]``, ``k = 0, 1, ...`` steps since
+    infection: ``w[k] = F((k + 1) dt) - F(k dt)`` with ``F`` the Gamma CDF of this mean and sd
+    (shape ``mean^2 / sd^2``, rate ``mean / sd^2``), so ``sum_k w[k] = 1`` and an agent's
+    infectiousness over its whole infection adds up to one. Float64 ``[K]``; the tail beyond
+    ``1 - 1e-7`` is folded into the last entry. Defaults: mean 5.5 days, sd 2.14 days (the
+    generation-time distribution of Ferretti et al. 2020, used by OpenABM-Covid19 and GradABM).
+    """
+    if not (mean > 0 and sd > 0 and math.isfinite(mean) and math.isfinite(sd)):
+        raise ValueError(f"kernel mean and sd must be finite and positive, got {mean}, {sd}.")
+    k_max = 1
+    while 1 - float(gamma_cdf(torch.tensor(k_max * dt), mean, sd)) > TAIL:
+        k_max += 1
+    cdf = gamma_cdf(torch.arange(k_max + 1, dtype=torch.float64) * dt, mean, sd)
+    w = torch.diff(cdf)
+    w[-1] += 1 - w.sum()
+    return w

@@ -1,0 +1,396 @@
+r"""SEIRM: the age- and stage-structured COVID protocol of the differentiable ABMs (GradABM,
+AgentTorch's COVID model), written as phases over a typed contact graph.
+
+Force of infection on agent ``i`` (``n`` runs over the edge types):
+
+.. math::
+    \lambda_i = R_t\, S_{a(i)} \sum_n \frac{B_n}{\bar I_{a(i), n}}
+        \sum_{j \to_n i} w_{ji}\, A_{s(j)}\, \kappa(t - \tau_j)
+
+with ``S_a`` the susceptibility of age group ``a``, ``A_s`` the infectiousness of stage ``s``
+(E or I), ``B_n`` the weight of edge type ``n``, ``\bar I_{a, n}`` the mean number of type-``n``
+contacts of agents of age group ``a`` (computed from the graph), ``w_{ji}`` the edge weight and
+``\kappa`` the discretised Gamma kernel of :func:`~lpm_graph.protocols.durations.
+infectiousness_kernel` at the time since ``j`` was infected. A susceptible agent is infected
+during a step with probability ``1 - exp(-lambda_i dt)``.
+
+Stages: S -> E -> I -> R or M. Stays in E and I follow :class:`~lpm_graph.protocols.durations.
+Duration` (fixed, geometric or Gamma); on leaving I an agent of age group ``a`` dies (M) with
+probability ``mortality[a]``. Every state update is additive (``S - new``, ``E + new - onsets``,
+...), so gradients from deaths reach ``R``, the mortality and the initial infections.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from .._checks import check_probability, check_rate
+from ..layers.transmission import Transmission
+from .base import CompartmentalProtocol, Mode, Phase, State, StepContext, seed_infected
+from .durations import Duration, infectiousness_kernel
+from .sir import _register
+
+if TYPE_CHECKING:
+    from ..graph import PopulationGraph, Relation
+    from ..layers.samplers import RandomStreams
+
+__all__ = ["AGE_GROUPS", "GRADABM_SUSCEPTIBILITY", "SEIRM"]
+
+AGE_GROUPS: tuple[str, ...] = (
+    "0-19",
+    "20-29",
+    "30-39",
+    "40-49",
+    "50-59",
+    "60-69",
+    "70-79",
+    "80+",
+)
+"""The eight age groups of the GradABM populations (attribute ``age_group`` = 0 .. 7)."""
+
+GRADABM_SUSCEPTIBILITY: tuple[float, ...] = (0.35, 0.69, 1.03, 1.03, 1.03, 1.03, 1.27, 1.52)
+"""Relative susceptibility per age group as used by GradABM (OpenABM-Covid19's values)."""
+
+
+class _Infection(Phase):
+    """S -> E with probability ``1 - exp(-lambda dt)``; records ``"infections"``."""
+
+    name = "infection"
+
+    def __init__(self, protocol: SEIRM, backend: str | None) -> None:
+        super().__init__()
+        self.transmission = Transmission(backend=backend)
+        self.__dict__["_protocol"] = protocol
+
+    def forward(self, graph: PopulationGraph, state: State, ctx: StepContext) -> State:
+        p = self._protocol
+        source = p.infectiousness(state, ctx.mode)
+        age = p.age_groups(graph)
+        hazard = None
+        for rel, weight in zip(p.relations(graph), p.edge_weights_per_relation(graph)):
+            push = self.transmission(graph.csr(rel), source, weight, graph.edge_weight(rel))
+            scale = p.contact_scale(graph, rel)[age]  # 1 / Ibar per destination's age group
+            push = push * _per_agent(scale, push)
+            hazard = push if hazard is None else hazard + push
+        if hazard is None:
+            new = torch.zeros_like(state["S"])
+        else:
+            factor = p.reproduction_number_at(ctx.t) * p.susceptibility[age] * ctx.dt
+            escape = torch.exp(-hazard * _per_agent(factor, hazard))
+            new = ctx.flow(self.name, escape, state["S"])
+        ctx.flows["infections"] = new
+        return {**state, "S": state["S"] - new, "new": new}
+
+    def extra_repr(self) -> str:
+        return "S -> E, p = 1 - exp(-dt * R S_age sum_n B_n / Ibar sum_j A_stage w(t - tau_j))"
+
+
+class _Progression(Phase):
+    """E -> I -> R or M for the agents in E and I at the start of the step; records
+    ``"onsets"`` (E -> I), ``"recoveries"`` and ``"deaths"``."""
+
+    name = "progression"
+
+    def __init__(self, protocol: SEIRM) -> None:
+        super().__init__()
+        self.__dict__["_protocol"] = protocol
+
+    def forward(self, graph: PopulationGraph, state: State, ctx: StepContext) -> State:
+        p = self._protocol
+        e, i = state["E"], state["I"]
+        stay_e = _stage_column(1 - p.exposed_hazard.to(e.dtype), e)
+        stay_i = _stage_column(1 - p.infectious_hazard.to(i.dtype), i)
+        leave_e = ctx.flow("exposed_exit", stay_e, e)  # [N, K_E, *R]
+        leave_i = ctx.flow("infectious_exit", stay_i, i)
+        onsets, exits = leave_e.sum(1), leave_i.sum(1)
+        m = p.mortality if p.mortality.dim() == 0 else p.mortality[p.age_groups(graph)]
+        mortality = _per_agent(m, exits)
+        deaths = ctx.flow("death", 1 - mortality, exits)
+        new = state["new"]
+        e_next = torch.cat([new.unsqueeze(1), (e - leave_e)[:, :-1]], 1)
+        i_next = torch.cat([onsets.unsqueeze(1), (i - leave_i)[:, :-1]], 1)
+        ctx.flows.update(onsets=onsets, recoveries=exits - deaths, deaths=deaths)
+        out = {k: v for k, v in state.items() if k != "new"}
+        out.update(E=e_next, I=i_next, R=state["R"] + exits - deaths, M=state["M"] + deaths)
+        if "infected_since" in state:
+            h = state["infected_since"]
+            out["infected_since"] = torch.cat([new.unsqueeze(1), h[:, :-1]], 1)
+        return out
+
+    def extra_repr(self) -> str:
+        p = self._protocol
+        return f"E -> I ({p.exposed}), I -> R or M ({p.infectious}), M with P = mortality[age]"
+
+
+class SEIRM(CompartmentalProtocol):
+    r"""Age- and stage-structured SEIRM over a typed contact graph (see the module docstring).
+
+    State (agents first, replicates last): ``S``, ``R``, ``M`` are ``[N]`` indicators (or
+    probabilities in expected mode); ``E`` is ``[N, K_E]`` and ``I`` is ``[N, K_I]``, split by
+    the number of whole steps already spent in the stage; when the stay in E is not fixed,
+    ``infected_since`` ``[N, K_w]`` holds the time since infection for the kernel. Counts per
+    step: ``S, E, I, R, M``; flows: ``infections``, ``onsets``, ``recoveries``, ``deaths``.
+
+    In expected-value mode the stage of an agent of a given infection age is taken in
+    expectation (exact for fixed E durations, whose stage follows from the infection age), so
+    the mean-field force of infection has no product of correlated marginals.
+
+    Args:
+        reproduction_number: ``R``, scalar or ``[T]`` (one value per step; the last one is
+            used after ``T``). Learnable by default.
+        mortality: probability of death on leaving I, scalar or ``[8]`` per age group.
+        edge_type_weights: ``B_n`` per relation, a mapping from edge-type name (e.g.
+            ``"household"``) to weight; relations not named carry no infection. Default: every
+            agent -> agent relation with weight 1.
+        susceptibility: ``S_a`` per age group (default :data:`GRADABM_SUSCEPTIBILITY`).
+        infectiousness: ``A_s`` for ``"E"`` and ``"I"`` (default 1 and 1, so that the kernel
+            alone shapes infectiousness over time).
+        exposed, infectious: stay durations (defaults ``Duration.fixed(3)`` and
+            ``Duration.fixed(5)`` days).
+        kernel_mean, kernel_sd: the Gamma infectiousness kernel (days; default 5.5 and 2.14).
+        dt: step length in days.
+        normalize: divide by the mean contacts ``Ibar`` per age group and edge type (default).
+        age_attr: the agents' age-group attribute on the graph (ints 0 .. 7).
+        node_type: the agents' node type.
+        backend: aggregation backend.
+        learnable: register ``R``, ``mortality`` and ``B`` as parameters (default) or buffers.
+    """
+
+    compartments = ("S", "E", "I", "R", "M")
+
+    def __init__(
+        self,
+        reproduction_number: float | Tensor = 2.5,
+        mortality: float | Tensor = 0.01,
+        *,
+        edge_type_weights: Mapping[str, float] | None = None,
+        susceptibility: Sequence[float] | Tensor = GRADABM_SUSCEPTIBILITY,
+        infectiousness: Mapping[str, float] | None = None,
+        exposed: Duration | None = None,
+        infectious: Duration | None = None,
+        kernel_mean: float = 5.5,
+        kernel_sd: float = 2.14,
+        dt: float = 1.0,
+        normalize: bool = True,
+        age_attr: str = "age_group",
+        node_type: str = "agent",
+        backend: str | None = None,
+        learnable: bool = True,
+    ) -> None:
+        check_rate(reproduction_number, "reproduction_number")
+        check_probability(mortality, "mortality")
+        super().__init__([_Infection(self, backend), _Progression(self)], dt)
+        self.node_type = node_type
+        self.age_attr = age_attr
+        self.normalize = normalize
+        self.exposed = exposed or Duration.fixed(3)
+        self.infectious = infectious or Duration.fixed(5)
+        self._edge_types = None if edge_type_weights is None else list(edge_type_weights)
+        weights = [1.0] if edge_type_weights is None else list(edge_type_weights.values())
+        check_rate(torch.as_tensor(weights, dtype=torch.float64), "edge_type_weights")
+        s = torch.as_tensor(susceptibility, dtype=torch.get_default_dtype())
+        if s.shape != (len(AGE_GROUPS),):
+            raise ValueError(
+                f"susceptibility needs one value per age group ({len(AGE_GROUPS)}), got shape "
+                f"{list(s.shape)}."
+            )
+        check_rate(s, "susceptibility")
+        a = dict(infectiousness or {"E": 1.0, "I": 1.0})
+        unknown = set(a) - {"E", "I"}
+        if unknown or len(a) != 2:
+            raise ValueError(
+                f"infectiousness needs exactly the stages 'E' and 'I', got {sorted(a)}."
+            )
+        check_rate(torch.tensor([a["E"], a["I"]], dtype=torch.float64), "infectiousness")
+        _register(self, "reproduction_number", reproduction_number, learnable)
+        _register(self, "mortality", mortality, learnable)
+        _register(self, "edge_type_weights", torch.as_tensor(weights), learnable)
+        self.register_buffer("susceptibility", s)
+        self.register_buffer("stage_infectiousness", torch.tensor([a["E"], a["I"]]))
+        self.register_buffer("exposed_hazard", self.exposed.hazard(dt).float())
+        self.register_buffer("infectious_hazard", self.infectious.hazard(dt).float())
+        self.register_buffer("kernel", infectiousness_kernel(kernel_mean, kernel_sd, dt).float())
+        self._scales: weakref.WeakKeyDictionary[PopulationGraph, dict[Relation, Tensor]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    # ------------------------------------------------------------------ graph-derived pieces
+
+    def relations(self, graph: PopulationGraph) -> list[Relation]:
+        if self._edge_types is not None:
+            return [graph.relation(name) for name in self._edge_types]
+        t = self.node_type
+        return [r for r in graph.relations if r[0] == t and r[2] == t]
+
+    def edge_weights_per_relation(self, graph: PopulationGraph) -> list[Tensor]:
+        """``B_n`` for each relation of :meth:`relations` (one shared weight by default)."""
+        b = self.edge_type_weights
+        if self._edge_types is None:
+            return [b[0]] * len(self.relations(graph))
+        return list(b.unbind(0))
+
+    def age_groups(self, graph: PopulationGraph) -> Tensor:
+        attrs = graph.node_attrs(self.node_type)
+        if self.age_attr not in attrs:
+            raise ValueError(
+                f"SEIRM needs the agents' age groups: the graph has no {self.node_type!r} "
+                f"attribute {self.age_attr!r} (ints 0..7); add it with graph.set_node_attrs("
+                f"{self.node_type!r}, {self.age_attr}=...)."
+            )
+        return attrs[self.age_attr]
+
+    def contact_scale(self, graph: PopulationGraph, rel: Relation) -> Tensor:
+        """``1 / Ibar[a]`` per age group for relation ``rel`` (``1`` without normalisation)."""
+        cache = self._scales.setdefault(graph, {})
+        if rel not in cache:
+            age = self.age_groups(graph)
+            groups = len(AGE_GROUPS)
+            if not self.normalize:
+                scale = torch.ones(groups, device=age.device)
+            else:
+                degree = graph.csr(rel).degree.to(torch.float64)
+                total = torch.zeros(groups, dtype=torch.float64, device=age.device)
+                total.index_add_(0, age, degree)
+                count = torch.bincount(age, minlength=groups).to(torch.float64)
+                mean = total / count.clamp_min(1)
+                scale = torch.where(mean > 0, 1 / mean.clamp_min(1e-300), torch.zeros_like(mean))
+            cache[rel] = scale.to(self.kernel.dtype)
+        return cache[rel]
+
+    def check(self, graph: PopulationGraph) -> None:
+        check_rate(self.reproduction_number, "reproduction_number")
+        check_probability(self.mortality, "mortality")
+        check_rate(self.edge_type_weights, "edge_type_weights")
+        if self.mortality.dim() > 0 and self.mortality.shape != (len(AGE_GROUPS),):
+            raise ValueError(
+                f"mortality must be a scalar or one probability per age group "
+                f"({len(AGE_GROUPS)}), got shape {list(self.mortality.shape)}."
+            )
+        if self.reproduction_number.dim() > 1:
+            raise ValueError("reproduction_number must be a scalar or [T] (one per step).")
+        relations = self.relations(graph)
+        if self._edge_types is not None and self.edge_type_weights.shape != (len(relations),):
+            raise ValueError(
+                f"edge_type_weights has {self.edge_type_weights.numel()} values for "
+                f"{len(relations)} relations {relations}; name one weight per edge type."
+            )
+        age = self.age_groups(graph)
+        n = graph.num_nodes(self.node_type)
+        if age.shape != (n,) or age.dtype not in (torch.int32, torch.int64):
+            raise ValueError(
+                f"{self.age_attr!r} must be an integer tensor [{n}], got {age.dtype} "
+                f"{list(age.shape)}."
+            )
+        if age.numel() and (int(age.min()) < 0 or int(age.max()) >= len(AGE_GROUPS)):
+            raise ValueError(
+                f"{self.age_attr!r} has values in [{int(age.min())}, {int(age.max())}]; age "
+                f"groups are 0..{len(AGE_GROUPS) - 1} ({', '.join(AGE_GROUPS)})."
+            )
+
+    # ------------------------------------------------------------------ the model
+
+    def reproduction_number_at(self, t: int) -> Tensor:
+        r = self.reproduction_number
+        return r if r.dim() == 0 else r[min(t, r.shape[0] - 1)]
+
+    def infectiousness(self, state: State, mode: Mode) -> Tensor:
+        """Per-agent infectiousness ``A_stage * kappa(age of infection)``, ``[N, *R]``."""
+        w = self.kernel.to(state["E"].dtype)
+        a_e, a_i = self.stage_infectiousness.to(w.dtype)
+        k_e, k_i = state["E"].shape[1], state["I"].shape[1]
+        if self.exposed.kind == "fixed":
+            # Infection age follows from the stage: k steps in E, or K_E + k in I.
+            w_e = _pad(w, k_e)
+            w_i = _pad(w[k_e:], k_i)
+            return (state["E"] * _stage_column(a_e * w_e, state["E"])).sum(1) + (
+                state["I"] * _stage_column(a_i * w_i, state["I"])
+            ).sum(1)
+        h = state["infected_since"]
+        if mode == "expected":
+            return (h * _stage_column(_pad(self.stage_profile(w), h.shape[1]), h)).sum(1)
+        age_weight = (h * _stage_column(_pad(w, h.shape[1]), h)).sum(1)
+        return age_weight * (a_e * state["E"].sum(1) + a_i * state["I"].sum(1))
+
+    def stage_profile(self, w: Tensor) -> Tensor:
+        """``w[k] * (A_E P(in E | infected k steps ago) + A_I P(in I | ...))``."""
+        pe = self.exposed.pmf(self.dt)
+        pi = self.infectious.pmf(self.dt)
+        k = w.shape[0]
+        cdf_e = torch.cumsum(_pad(pe, k + 1, shift=1), 0)[:k]  # P(D_E <= k)
+        both = torch.cumsum(
+            _pad(
+                torch.nn.functional.conv1d(
+                    pe.view(1, 1, -1), pi.flip(0).view(1, 1, -1), padding=pi.numel() - 1
+                ).view(-1),
+                k + 1,
+                shift=2,
+            ),
+            0,
+        )[:k]  # P(D_E + D_I <= k)
+        a_e, a_i = self.stage_infectiousness.to(torch.float64)
+        profile = a_e * (1 - cdf_e) + a_i * (cdf_e - both)
+        return (w.to(torch.float64) * profile).to(w.dtype)
+
+    def initial_state(
+        self,
+        graph: PopulationGraph,
+        initial_infected: object,
+        streams: RandomStreams,
+        replicates: int | None,
+        dtype: torch.dtype,
+        mode: Mode,
+    ) -> State:
+        n = graph.num_nodes(self.node_type)
+        cols = () if replicates is None else (replicates,)
+        shape = (n, *cols)
+        infected = seed_infected(initial_infected, shape, streams, dtype, graph.device, mode)
+        k_e, k_i = self.exposed_hazard.numel(), self.infectious_hazard.numel()
+        zeros = torch.zeros(shape, dtype=dtype, device=graph.device)
+        e = torch.zeros((n, k_e, *cols), dtype=dtype, device=graph.device)
+        e = torch.cat([infected.unsqueeze(1), e[:, 1:]], 1)
+        state = {
+            "S": 1 - infected,
+            "E": e,
+            "I": torch.zeros((n, k_i, *cols), dtype=dtype, device=graph.device),
+            "R": zeros,
+            "M": zeros.clone(),
+        }
+        if self.exposed.kind != "fixed":
+            k_w = self.kernel.numel()
+            h = torch.zeros((n, k_w, *cols), dtype=dtype, device=graph.device)
+            state["infected_since"] = torch.cat([infected.unsqueeze(1), h[:, 1:]], 1)
+        return state
+
+    def observe(self, state: State) -> dict[str, Tensor]:
+        return {
+            c: state[c].sum((0, 1)) if c in ("E", "I") else state[c].sum(0)
+            for c in self.compartments
+        }
+
+    def extra_repr(self) -> str:
+        return f"exposed={self.exposed}, infectious={self.infectious}, normalize={self.normalize}"
+
+
+def _pad(x: Tensor, k: int, shift: int = 0) -> Tensor:
+    """``x`` shifted right by ``shift`` and cut or zero-padded to length ``k``."""
+    out = torch.zeros(k, dtype=x.dtype, device=x.device)
+    m = max(0, min(k - shift, x.numel()))
+    out[shift : shift + m] = x[:m]
+    return out
+
+
+def _stage_column(values: Tensor, like: Tensor) -> Tensor:
+    """``[K]`` per-stage values shaped to broadcast against ``[N, K, *R]``."""
+    return values.reshape(1, -1, *([1] * (like.dim() - 2)))
+
+
+def _per_agent(values: Tensor, like: Tensor) -> Tensor:
+    """A scalar or ``[N]`` per-agent tensor shaped to broadcast against ``[N, *R]``."""
+    if values.dim() == 0:
+        return values
+    return values.reshape(-1, *([1] * (like.dim() - 1)))
