@@ -243,10 +243,17 @@ class Simulator(nn.Module):
             initial_infected: see :func:`lpm_graph.protocols.base.seed_infected`.
             seed: the run's seed; the same seed on the same device gives bit-identical results.
             replicates: run ``R`` independent replicates at once as extra state columns.
-            dtype: floating dtype of the state (default: ``torch.get_default_dtype()``).
+            dtype: floating dtype of the state (default: that of ``initial_infected`` when it
+                is a floating tensor of probabilities, else ``torch.get_default_dtype()``).
         """
         if replicates is not None and (not isinstance(replicates, int) or replicates < 1):
             raise ValueError(f"replicates must be None or a positive int, got {replicates!r}.")
+        if (
+            dtype is None
+            and torch.is_tensor(initial_infected)
+            and initial_infected.is_floating_point()
+        ):
+            dtype = initial_infected.dtype  # probabilities given in float64 run in float64
         dtype = dtype or torch.get_default_dtype()
         self.protocol.check(graph)
         streams = RandomStreams(seed, graph.device)
