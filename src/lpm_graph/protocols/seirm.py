@@ -103,10 +103,10 @@ class _Progression(Phase):
     def forward(self, graph: PopulationGraph, state: State, ctx: StepContext) -> State:
         p = self._protocol
         e, i = state["E"], state["I"]
-        stay_e = _stage_column(1 - p.exposed_hazard.to(e.dtype), e)
-        stay_i = _stage_column(1 - p.infectious_hazard.to(i.dtype), i)
-        leave_e = ctx.flow("exposed_exit", stay_e, e)  # [N, K_E, *R]
-        leave_i = ctx.flow("infectious_exit", stay_i, i)
+        leave_e = _leave(ctx, "exposed_exit", p.exposed_hazard, e, p.exposed.kind == "fixed")
+        leave_i = _leave(
+            ctx, "infectious_exit", p.infectious_hazard, i, p.infectious.kind == "fixed"
+        )
         onsets, exits = leave_e.sum(1), leave_i.sum(1)
         m = p.mortality if p.mortality.dim() == 0 else p.mortality[p.age_groups(graph)]
         mortality = _per_agent(m, exits)
@@ -374,6 +374,15 @@ class SEIRM(CompartmentalProtocol):
 
     def extra_repr(self) -> str:
         return f"exposed={self.exposed}, infectious={self.infectious}, normalize={self.normalize}"
+
+
+def _leave(ctx: StepContext, name: str, hazard: Tensor, stage: Tensor, fixed: bool) -> Tensor:
+    """Agents leaving a stage, by steps spent (``[N, K, *R]``): for a fixed duration (hazards
+    0 then 1) no draws, else one draw per agent."""
+    h = _stage_column(hazard.to(stage.dtype), stage)
+    if fixed:
+        return stage * h
+    return ctx.flow(name, 1 - h, stage)
 
 
 def _pad(x: Tensor, k: int, shift: int = 0) -> Tensor:
