@@ -2,6 +2,7 @@
 
 from .base import CompartmentalProtocol, Phase, Protocol, StepContext
 from .durations import Duration, infectiousness_kernel
+from .interventions import EdgeTypeClosure, Intervention, Schedule, Vaccination
 from .seirm import AGE_GROUPS, GRADABM_SUSCEPTIBILITY, SEIRM
 from .sir import SIR, Infection, Recovery
 
@@ -11,6 +12,10 @@ __all__ = [
     "SEIRM",
     "SIR",
     "Duration",
+    "EdgeTypeClosure",
+    "Intervention",
+    "Schedule",
+    "Vaccination",
     "infectiousness_kernel",
     "CompartmentalProtocol",
     "Infection",

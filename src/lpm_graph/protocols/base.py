@@ -88,17 +88,20 @@ class StepContext:
     flows: dict[str, Tensor] = field(default_factory=dict)
     coupling: Coupling | None = None
 
-    def uniform(self, name: str, like: Tensor) -> Tensor:
-        """``U[0, 1)`` numbers shaped and typed like ``like`` from stream ``(name, t)``.
+    def uniform(self, name: str, like: Tensor, step: int | None = None) -> Tensor:
+        """``U[0, 1)`` numbers shaped and typed like ``like`` from stream ``(name, step)``
+        (``step`` defaults to this step; a fixed ``step`` gives the same numbers every step,
+        e.g. for an agent attribute drawn once per run).
 
         On an alternative run of the stochastic-derivative estimator these are the primal's
         numbers, repeated for every copy of its columns (common random numbers).
         """
+        t = self.t if step is None else step
         c = self.coupling
         if c is None or c.candidates is not None:
-            return self.streams.uniform(name, self.t, tuple(like.shape), like.dtype)
+            return self.streams.uniform(name, t, tuple(like.shape), like.dtype)
         base = (*like.shape[:-1], *(() if c.columns is None else (c.columns,)))
-        u = self.streams.uniform(name, self.t, base, like.dtype)
+        u = self.streams.uniform(name, t, base, like.dtype)
         u = u if c.columns is not None else u.unsqueeze(-1)
         return u.repeat(*([1] * (u.dim() - 1)), c.tile)
 

@@ -27,12 +27,13 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .._checks import check_probability, check_rate
 from ..layers.transmission import Transmission
 from .base import CompartmentalProtocol, Mode, Phase, State, StepContext, seed_infected
 from .durations import Duration, infectiousness_kernel
+from .interventions import Intervention
 from .sir import _register
 
 if TYPE_CHECKING:
@@ -73,15 +74,28 @@ class _Infection(Phase):
         age = p.age_groups(graph)
         hazard = None
         for rel, weight in zip(p.relations(graph), p.edge_weights_per_relation(graph)):
-            push = self.transmission(graph.csr(rel), source, weight, graph.edge_weight(rel))
+            src, dst = source, None
+            for iv in p.interventions:
+                factors = iv.contact_factors(graph, rel, state, ctx)
+                if factors is not None:
+                    src = src * factors[0]
+                    dst = factors[1] if dst is None else dst * factors[1]
+            push = self.transmission(graph.csr(rel), src, weight, graph.edge_weight(rel))
             scale = p.contact_scale(graph, rel)[age]  # 1 / Ibar per destination's age group
             push = push * _per_agent(scale, push)
+            if dst is not None:
+                push = push * dst
             hazard = push if hazard is None else hazard + push
         if hazard is None:
             new = torch.zeros_like(state["S"])
         else:
             factor = p.reproduction_number_at(ctx.t) * p.susceptibility[age] * ctx.dt
-            escape = torch.exp(-hazard * _per_agent(factor, hazard))
+            hazard = hazard * _per_agent(factor, hazard)
+            for iv in p.interventions:
+                scale = iv.susceptibility_factor(state, ctx)
+                if scale is not None:
+                    hazard = hazard * scale
+            escape = torch.exp(-hazard)
             new = ctx.flow(self.name, escape, state["S"])
         ctx.flows["infections"] = new
         return {**state, "S": state["S"] - new, "new": new}
@@ -110,6 +124,10 @@ class _Progression(Phase):
         onsets, exits = leave_e.sum(1), leave_i.sum(1)
         m = p.mortality if p.mortality.dim() == 0 else p.mortality[p.age_groups(graph)]
         mortality = _per_agent(m, exits)
+        for iv in p.interventions:
+            scale = iv.mortality_factor(state, ctx)
+            if scale is not None:
+                mortality = mortality * scale
         deaths = ctx.flow("death", 1 - mortality, exits)
         new = state["new"]
         e_next = torch.cat([new.unsqueeze(1), (e - leave_e)[:, :-1]], 1)
@@ -179,12 +197,21 @@ class SEIRM(CompartmentalProtocol):
         normalize: bool = True,
         age_attr: str = "age_group",
         node_type: str = "agent",
+        interventions: Sequence[Intervention] = (),
         backend: str | None = None,
         learnable: bool = True,
     ) -> None:
         check_rate(reproduction_number, "reproduction_number")
         check_probability(mortality, "mortality")
-        super().__init__([_Infection(self, backend), _Progression(self)], dt)
+        for iv in interventions:
+            if not isinstance(iv, Intervention):
+                raise ValueError(
+                    f"interventions must be lpm_graph Intervention modules (EdgeTypeClosure, "
+                    f"Vaccination, ...), got {type(iv).__name__}."
+                )
+        extra = [ph for ph in (iv.phase() for iv in interventions) if ph is not None]
+        super().__init__([*extra, _Infection(self, backend), _Progression(self)], dt)
+        self.interventions = nn.ModuleList(interventions)
         self.node_type = node_type
         self.age_attr = age_attr
         self.normalize = normalize
@@ -364,13 +391,18 @@ class SEIRM(CompartmentalProtocol):
             k_w = self.kernel.numel()
             h = torch.zeros((n, k_w, *cols), dtype=dtype, device=graph.device)
             state["infected_since"] = torch.cat([infected.unsqueeze(1), h[:, 1:]], 1)
+        for iv in self.interventions:
+            state.update(iv.initial_state(graph, state, streams, mode, self.dt))
         return state
 
     def observe(self, state: State) -> dict[str, Tensor]:
-        return {
+        out = {
             c: state[c].sum((0, 1)) if c in ("E", "I") else state[c].sum(0)
             for c in self.compartments
         }
+        for iv in self.interventions:
+            out.update(iv.observe(state))
+        return out
 
     def extra_repr(self) -> str:
         return f"exposed={self.exposed}, infectious={self.infectious}, normalize={self.normalize}"
