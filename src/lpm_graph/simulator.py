@@ -93,13 +93,24 @@ class Trajectory:
             raise ImportError(
                 "Trajectory.to_dataframe needs pandas; install it with `pip install pandas`."
             ) from err
-        columns: dict[str, Any] = {"t": self.times.numpy()}
-        for name, value in self.counts.items():
-            columns[name] = value.detach().cpu().numpy()
-        for name, value in self.flows.items():
-            pad = torch.cat([value.new_full((1, *value.shape[1:]), float("nan")), value])
-            columns[f"new_{name}"] = pad.detach().cpu().numpy()
         first = next(iter(self.counts.values()))
+        columns: dict[str, Any] = {"t": self.times.numpy()}
+
+        def add(name: str, value: Tensor) -> None:
+            value = value.detach().cpu()
+            if value.dim() > first.dim():  # a per-group series, e.g. by age: one column each
+                for g in range(value.shape[1]):
+                    columns[f"{name}_{g}"] = value[:, g].numpy()
+            else:
+                columns[name] = value.numpy()
+
+        for name, value in self.counts.items():
+            add(name, value)
+        for name, value in self.flows.items():
+            add(
+                f"new_{name}",
+                torch.cat([value.new_full((1, *value.shape[1:]), float("nan")), value]),
+            )
         if first.dim() == 1:
             return pd.DataFrame(columns)
         reps = first.shape[1]

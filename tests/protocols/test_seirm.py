@@ -215,3 +215,24 @@ def test_unknown_edge_type_raises():
             3,
             initial_infected=2,
         )
+
+
+@pytest.mark.parametrize("replicates", [None, 3])
+def test_observables_by_age_add_up_and_reach_the_dataframe(replicates):
+    pytest.importorskip("pandas")
+    graph = _population(2000)
+    traj = simulate(
+        SEIRM(3.0, 0.05, by_age=True), graph, 30, initial_infected=20, seed=0,
+        replicates=replicates,
+    )  # fmt: skip
+    age = graph.node_attrs()["age_group"]
+    for c in "SEIRM":
+        assert torch.equal(traj.counts[f"{c}_by_age"].sum(1), traj.counts[c])
+    assert torch.equal(traj.flows["deaths_by_age"].sum(1), traj.flows["deaths"])
+    assert torch.equal(
+        traj.counts["S_by_age"][0], torch.bincount(age, minlength=8).float().reshape(
+            8, *([1] if replicates else [])).expand_as(traj.counts["S_by_age"][0])
+        - traj.counts["E_by_age"][0]
+    )  # fmt: skip
+    frame = traj.to_dataframe()
+    assert {"M_by_age_7", "new_infections_by_age_0", "S"} <= set(frame.columns)

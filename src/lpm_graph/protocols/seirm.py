@@ -153,6 +153,8 @@ class SEIRM(CompartmentalProtocol):
     the number of whole steps already spent in the stage; when the stay in E is not fixed,
     ``infected_since`` ``[N, K_w]`` holds the time since infection for the kernel. Counts per
     step: ``S, E, I, R, M``; flows: ``infections``, ``onsets``, ``recoveries``, ``deaths``.
+    With ``by_age=True`` also ``S_by_age`` ... ``M_by_age`` (``[T + 1, 8]``) and
+    ``infections_by_age``, ``deaths_by_age`` (``[T, 8]``), ``[..., R]`` with replicates.
 
     In expected-value mode the stage of an agent of a given infection age is taken in
     expectation (exact for fixed E durations, whose stage follows from the infection age), so
@@ -176,6 +178,9 @@ class SEIRM(CompartmentalProtocol):
         age_attr: the agents' age-group attribute on the graph (ints 0 .. 7).
         node_type: the agents' node type.
         backend: aggregation backend.
+        interventions: :mod:`~lpm_graph.protocols.interventions` composed with the step
+            (closures, vaccination); their phases run first in every step.
+        by_age: also record counts and flows per age group.
         learnable: register ``R``, ``mortality`` and ``B`` as parameters (default) or buffers.
     """
 
@@ -198,6 +203,7 @@ class SEIRM(CompartmentalProtocol):
         age_attr: str = "age_group",
         node_type: str = "agent",
         interventions: Sequence[Intervention] = (),
+        by_age: bool = False,
         backend: str | None = None,
         learnable: bool = True,
     ) -> None:
@@ -212,6 +218,8 @@ class SEIRM(CompartmentalProtocol):
         extra = [ph for ph in (iv.phase() for iv in interventions) if ph is not None]
         super().__init__([*extra, _Infection(self, backend), _Progression(self)], dt)
         self.interventions = nn.ModuleList(interventions)
+        self.by_age = by_age
+        self._observed_age: Tensor | None = None
         self.node_type = node_type
         self.age_attr = age_attr
         self.normalize = normalize
@@ -318,6 +326,7 @@ class SEIRM(CompartmentalProtocol):
                 f"{self.age_attr!r} has values in [{int(age.min())}, {int(age.max())}]; age "
                 f"groups are 0..{len(AGE_GROUPS) - 1} ({', '.join(AGE_GROUPS)})."
             )
+        self._observed_age = age  # for the per-age observables of this run
 
     # ------------------------------------------------------------------ the model
 
@@ -400,9 +409,27 @@ class SEIRM(CompartmentalProtocol):
             c: state[c].sum((0, 1)) if c in ("E", "I") else state[c].sum(0)
             for c in self.compartments
         }
+        if self.by_age:
+            for c in self.compartments:
+                v = state[c].sum(1) if c in ("E", "I") else state[c]
+                out[f"{c}_by_age"] = self._tally_by_age(v)
         for iv in self.interventions:
             out.update(iv.observe(state))
         return out
+
+    def total_flows(self, flows: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        out = {name: value.sum(0) for name, value in flows.items()}
+        if self.by_age:
+            for name in ("infections", "deaths"):
+                out[f"{name}_by_age"] = self._tally_by_age(flows[name])
+        return out
+
+    def _tally_by_age(self, value: Tensor) -> Tensor:
+        """Sum over the agents of each age group: ``[8]`` or ``[8, R]``."""
+        age = self._observed_age
+        assert age is not None, "check(graph) runs before the first step"
+        out = value.new_zeros((len(AGE_GROUPS), *value.shape[1:]))
+        return out.index_add(0, age.to(value.device), value)
 
     def extra_repr(self) -> str:
         return f"exposed={self.exposed}, infectious={self.infectious}, normalize={self.normalize}"
