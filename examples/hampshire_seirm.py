@@ -1,0 +1,124 @@
+"""60 days of SEIRM on Hampshire County, MA, next to the county's observed cases and deaths.
+
+    python examples/hampshire_seirm.py            # writes examples/output/hampshire_seirm.png
+
+The population is the bundled GradABM one (70,916 agents with age groups, their real contact
+network). The observed series are the daily cases and deaths of county 25011 in
+``../shared/data/gradabm_ma/county_data.csv`` (7-day moving averages). The model's parameters
+here are illustrative, not fitted: calibrating them to the series is the job of the trainer.
+A stay-at-home order from ``--lockdown-day`` (Massachusetts: 24 March 2020) keeps a share
+``--compliance`` of agents at home (their contacts removed).
+Model "cases" are the daily onsets (E -> I), on the assumption that one in ``--ascertainment``
+is reported. Needs matplotlib (``pip install matplotlib``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+from pathlib import Path
+
+import torch
+
+from lpm_graph import simulate
+from lpm_graph.datasets.bundled import hampshire_contact_network
+from lpm_graph.protocols import SEIRM, Duration, EdgeTypeClosure, Schedule
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_DATA = HERE.parent.parent / "shared/data/gradabm_ma/county_data.csv"
+
+
+def observed(path: Path, county: str, start: dt.date, days: int) -> dict[str, torch.Tensor]:
+    """Daily cases and deaths of ``county`` (blank = 0), 7-day trailing moving averages."""
+    rows = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            if row["geo_value"] == county:
+                rows[dt.date.fromisoformat(row["time_value"])] = row
+    out = {}
+    for name in ("cases", "deaths"):
+        first = start - dt.timedelta(days=6)
+        daily = [
+            float(rows.get(first + dt.timedelta(days=k), {}).get(name) or 0.0)
+            for k in range(days + 6)
+        ]
+        series = torch.tensor(daily, dtype=torch.float64)
+        out[name] = series.unfold(0, 7, 1).mean(1)  # [days]
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--days", type=int, default=60)
+    p.add_argument("--start", default="2020-03-15", help="first simulated day")
+    p.add_argument("--reproduction-number", type=float, default=3.0)
+    p.add_argument("--lockdown-day", type=float, default=9.0, help="2020-03-24 in MA")
+    p.add_argument("--compliance", type=float, default=0.5, help="share staying home")
+    p.add_argument("--mortality", type=float, default=0.02)
+    p.add_argument("--initial-infected", type=int, default=150)
+    p.add_argument("--ascertainment", type=float, default=8.0)
+    p.add_argument("--replicates", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--output", type=Path, default=HERE / "output/hampshire_seirm.png")
+    args = p.parse_args()
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    graph = hampshire_contact_network()
+    contacts = graph.relations[0][1]  # the one contact layer of this network
+    lockdown = EdgeTypeClosure(
+        contacts, Schedule([(args.lockdown_day, float("inf"), 1.0)]), args.compliance
+    )
+    model = SEIRM(
+        args.reproduction_number,
+        args.mortality,
+        exposed=Duration.gamma(3.0, 1.5),
+        infectious=Duration.gamma(5.0, 2.0),
+        interventions=[lockdown],
+        learnable=False,
+    )
+    traj = simulate(
+        model,
+        graph,
+        args.days,
+        initial_infected=args.initial_infected,
+        seed=args.seed,
+        replicates=args.replicates,
+        progress=True,
+    )
+    start = dt.date.fromisoformat(args.start)
+    obs = observed(args.data, "25011", start, args.days)
+    days = torch.arange(1, args.days + 1)
+    model_series = {
+        "cases": traj.flows["onsets"] / args.ascertainment,
+        "deaths": traj.flows["deaths"],
+    }
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    for ax, name in zip(axes, ("cases", "deaths")):
+        sim = model_series[name].double()
+        low, mid, high = (sim.quantile(q, dim=1) for q in (0.1, 0.5, 0.9))
+        ax.fill_between(days, low, high, alpha=0.3, label="model, 10-90% of replicates")
+        ax.plot(days, mid, label=f"model median ({args.replicates} replicates)")
+        ax.plot(days, obs[name], "k.", label="observed, 7-day average")
+        ax.set_xlabel(f"days after {start.isoformat()}")
+        ax.set_ylabel(f"daily {name}" + (f" (onsets / {args.ascertainment:g})" * (name == "cases")))
+        ax.set_title(f"Hampshire County, MA: daily {name}")
+        ax.legend()
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.output, dpi=120)
+    total = traj.flows["infections"].sum(0).double()
+    print(
+        f"infections over {args.days} days: median {total.median():.0f} of {graph.num_nodes():,};"
+        f" deaths: model median {traj.flows['deaths'].sum(0).double().median():.0f}, "
+        f"observed {float(obs['deaths'].sum()):.0f}"
+    )
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
