@@ -9,6 +9,8 @@ probability ``T^2``.
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +18,9 @@ import torch
 from lpm_graph import PopulationGraph, simulate
 from lpm_graph.datasets.generators import erdos_renyi
 from lpm_graph.protocols.sir import SIR
+
+sys.path.insert(0, str(Path(__file__).parent / "protocols"))
+from test_sir import _final_size_gradients  # noqa: E402
 
 SD = "stochastic_derivative"
 
@@ -178,26 +183,7 @@ def test_stochastic_derivative_refuses_differentiable_initial_probabilities():
 
 @pytest.mark.slow
 def test_stochastic_derivative_matches_finite_differences_on_a_network():
-    # Same setting as the straight-through check in tests/protocols/test_sir.py, where
-    # straight-through gives 17.8 against a finite difference of 7.2.
-    n, seeds, tau0, gamma, h = 2_000, 50, 0.05, 0.2, 0.1
-    graph = erdos_renyi(n, 10.0, seed=0)
-
-    def final(tau, **kwargs):
-        traj = simulate(
-            SIR(tau, gamma),
-            graph,
-            150,
-            initial_infected=n // 100,
-            seed=7,
-            replicates=seeds,
-            **kwargs,
-        )
-        return traj.expectation(lambda tr: 1 - tr.counts["S"][-1] / n)
-
-    tau = torch.tensor(tau0, requires_grad=True)
-    final(tau, estimator=SD, alternatives=256).mean().backward()
-    with torch.no_grad():
-        fd = final(torch.tensor(tau0 * (1 + h))) - final(torch.tensor(tau0 * (1 - h)))
-    fd = float(fd.mean() / (2 * h * tau0))
-    assert abs(float(tau.grad) - fd) < 0.25 * abs(fd), (float(tau.grad), fd)
+    # The setting where straight-through gives 17.8 against a finite difference of 7.2
+    # (tests/protocols/test_sir.py); measured here: 7.7 +- 0.8 (standard error over seeds).
+    grad, fd = _final_size_gradients(n=2_000, seeds=50, estimator=SD, alternatives=256)
+    assert abs(grad - fd) < 0.25 * abs(fd), (grad, fd)

@@ -354,22 +354,16 @@ class SEIRM(CompartmentalProtocol):
 
     def stage_profile(self, w: Tensor) -> Tensor:
         """``w[k] * (A_E P(in E | infected k steps ago) + A_I P(in I | ...))``."""
-        pe = self.exposed.pmf(self.dt)
-        pi = self.infectious.pmf(self.dt)
+        pe, pi = self.exposed.pmf(self.dt), self.infectious.pmf(self.dt)
         k = w.shape[0]
-        cdf_e = torch.cumsum(_pad(pe, k + 1, shift=1), 0)[:k]  # P(D_E <= k)
-        both = torch.cumsum(
-            _pad(
-                torch.nn.functional.conv1d(
-                    pe.view(1, 1, -1), pi.flip(0).view(1, 1, -1), padding=pi.numel() - 1
-                ).view(-1),
-                k + 1,
-                shift=2,
-            ),
-            0,
-        )[:k]  # P(D_E + D_I <= k)
+        # P(D_E + D_I = m + 2) for m = 0, 1, ...: the convolution of the two pmfs
+        total = torch.nn.functional.conv1d(
+            pe.view(1, 1, -1), pi.flip(0).view(1, 1, -1), padding=pi.numel() - 1
+        ).view(-1)
+        cdf_e = torch.cumsum(_pad(pe, k, shift=1), 0)  # P(D_E <= k)
+        cdf_both = torch.cumsum(_pad(total, k, shift=2), 0)  # P(D_E + D_I <= k)
         a_e, a_i = self.stage_infectiousness.to(torch.float64)
-        profile = a_e * (1 - cdf_e) + a_i * (cdf_e - both)
+        profile = a_e * (1 - cdf_e) + a_i * (cdf_e - cdf_both)
         return (w.to(torch.float64) * profile).to(w.dtype)
 
     def initial_state(
