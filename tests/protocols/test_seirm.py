@@ -236,3 +236,32 @@ def test_observables_by_age_add_up_and_reach_the_dataframe(replicates):
     )  # fmt: skip
     frame = traj.to_dataframe()
     assert {"M_by_age_7", "new_infections_by_age_0", "S"} <= set(frame.columns)
+
+
+@pytest.mark.slow
+def test_gradient_of_deaths_on_hampshire_matches_finite_differences():
+    # d E[total deaths] / d R over 60 days, 50 seeds, against a central finite difference with
+    # common random numbers. Deaths are Bernoulli(mortality) on leaving I, so E[deaths] =
+    # mortality * E[agents who left I]: the estimator differentiates that (same expectation,
+    # far less variance). Measured: 615.6 +- 86.9 (SE) against 595.9 +- 10.1; straight-through
+    # gives 1,985 and raw deaths with 16 alternatives 507 +- 203.
+    from lpm_graph.datasets.bundled import hampshire_contact_network
+
+    graph = hampshire_contact_network()
+    r0, mortality, h, seeds = 2.5, 0.02, 0.1, 50
+
+    def run(r, **kwargs):
+        return simulate(
+            SEIRM(r, mortality, learnable=False), graph, 60, initial_infected=100, seed=11,
+            replicates=seeds, **kwargs,
+        )  # fmt: skip
+
+    r = torch.tensor(r0, requires_grad=True)
+    traj = run(r, estimator="stochastic_derivative", alternatives=8)
+    deaths = traj.expectation(lambda tr: mortality * (tr.counts["M"][-1] + tr.counts["R"][-1]))
+    deaths.mean().backward()
+    with torch.no_grad():
+        up, down = (run(torch.tensor(r0 * (1 + s * h))).counts["M"][-1] for s in (1, -1))
+    fd = float((up - down).mean()) / (2 * h * r0)
+    assert fd > 0 and float(r.grad) > 0
+    assert abs(float(r.grad) - fd) < 0.25 * fd, (float(r.grad), fd)
