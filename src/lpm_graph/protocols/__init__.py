@@ -2,7 +2,7 @@
 
 from .base import CompartmentalProtocol, Phase, Protocol, StepContext
 from .durations import Duration, infectiousness_kernel
-from .interventions import EdgeTypeClosure, Intervention, Schedule, Vaccination
+from .interventions import EdgeTypeClosure, Intervention, Isolation, Schedule, Vaccination
 from .seirm import AGE_GROUPS, GRADABM_SUSCEPTIBILITY, SEIRM
 from .sir import SIR, Infection, Recovery
 
@@ -14,6 +14,7 @@ __all__ = [
     "Duration",
     "EdgeTypeClosure",
     "Intervention",
+    "Isolation",
     "Schedule",
     "Vaccination",
     "infectiousness_kernel",

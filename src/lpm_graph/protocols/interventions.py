@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
+from ..ops import propagate
 from .base import Phase, State, StepContext
 
 if TYPE_CHECKING:
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from ..layers.samplers import RandomStreams
     from .base import Mode
 
-__all__ = ["EdgeTypeClosure", "Intervention", "Schedule", "Vaccination"]
+__all__ = ["EdgeTypeClosure", "Intervention", "Isolation", "Schedule", "Vaccination"]
 
 
 class Schedule:
@@ -123,6 +124,70 @@ class EdgeTypeClosure(Intervention):
 
     def extra_repr(self) -> str:
         return f"edge_type={self.edge_type!r}, compliance={self.compliance:g}, {self.schedule}"
+
+
+class Isolation(Intervention):
+    """Symptomatic agents isolate, and their households quarantine, while ``schedule`` is on.
+
+    An infectious agent (stage I, taken as symptomatic) who complies (probability
+    ``compliance``, drawn once per run) isolates from ``delay`` days after onset: at level ``L``
+    its contacts of every edge type except ``household_edge_type`` are scaled by ``1 - L``. With
+    ``quarantine=True`` the members of its household (its ``household_edge_type`` neighbours) who
+    comply quarantine too: their contacts outside the household are scaled by ``1 - L`` while
+    someone in the household isolates. In expected mode compliance and isolation are the
+    probabilities themselves (a mean-field factor).
+    """
+
+    def __init__(
+        self,
+        schedule: Schedule,
+        *,
+        compliance: float = 1.0,
+        delay: float = 0.0,
+        quarantine: bool = True,
+        household_edge_type: str = "household",
+    ) -> None:
+        super().__init__()
+        if not 0 <= compliance <= 1:
+            raise ValueError(f"compliance must be in [0, 1], got {compliance!r}.")
+        if not (math.isfinite(delay) and delay >= 0):
+            raise ValueError(f"delay must be a finite number of days >= 0, got {delay!r}.")
+        self.schedule = schedule
+        self.compliance = float(compliance)
+        self.delay = float(delay)
+        self.quarantine = quarantine
+        self.household_edge_type = household_edge_type
+        self.name = "isolation"
+
+    def _staying_home(
+        self, graph: PopulationGraph, rel: Relation, state: State, ctx: StepContext
+    ) -> Tensor:
+        like = state["S"]
+        if ctx.mode == "expected":
+            comply = torch.full_like(like, self.compliance)
+        else:
+            comply = (ctx.uniform(self.name, like, step=0) < self.compliance).to(like.dtype)
+        first = min(round(self.delay / ctx.dt), state["I"].shape[1])
+        isolating = comply * state["I"][:, first:].sum(1)
+        home = isolating
+        household = (rel[0], self.household_edge_type, rel[2])
+        if self.quarantine and household in graph.relations:
+            exposed_home = propagate(graph.csr(household), isolating).clamp_max(1)
+            home = 1 - (1 - isolating) * (1 - comply * exposed_home)
+        return home
+
+    def contact_factors(
+        self, graph: PopulationGraph, rel: Relation, state: State, ctx: StepContext
+    ) -> tuple[Tensor, Tensor] | None:
+        level = self.schedule.at(ctx.t * ctx.dt)
+        if level == 0 or rel[1] == self.household_edge_type:
+            return None
+        factor = 1 - level * self._staying_home(graph, rel, state, ctx)
+        return factor, factor
+
+    def extra_repr(self) -> str:
+        return (f"compliance={self.compliance:g}, delay={self.delay:g} days, "
+                f"quarantine={self.quarantine}, {self.schedule}")  # fmt: skip
 
 
 class Vaccination(Intervention):
