@@ -2,7 +2,14 @@
 
 from .base import CompartmentalProtocol, Phase, Protocol, StepContext
 from .durations import Duration, infectiousness_kernel
-from .interventions import EdgeTypeClosure, Intervention, Isolation, Schedule, Vaccination
+from .interventions import (
+    EdgeTypeClosure,
+    Intervention,
+    Isolation,
+    Schedule,
+    Testing,
+    Vaccination,
+)
 from .seirm import AGE_GROUPS, GRADABM_SUSCEPTIBILITY, SEIRM
 from .sir import SIR, Infection, Recovery
 
@@ -16,6 +23,7 @@ __all__ = [
     "Intervention",
     "Isolation",
     "Schedule",
+    "Testing",
     "Vaccination",
     "infectiousness_kernel",
     "CompartmentalProtocol",

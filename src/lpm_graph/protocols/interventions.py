@@ -23,7 +23,14 @@ if TYPE_CHECKING:
     from ..layers.samplers import RandomStreams
     from .base import Mode
 
-__all__ = ["EdgeTypeClosure", "Intervention", "Isolation", "Schedule", "Vaccination"]
+__all__ = [
+    "EdgeTypeClosure",
+    "Intervention",
+    "Isolation",
+    "Schedule",
+    "Testing",
+    "Vaccination",
+]
 
 
 class Schedule:
@@ -159,16 +166,24 @@ class Isolation(Intervention):
         self.household_edge_type = household_edge_type
         self.name = "isolation"
 
+    def _complies(self, like: Tensor, ctx: StepContext) -> Tensor:
+        """Per agent: 1 if it complies (drawn once per run), or the probability in expected
+        mode."""
+        if ctx.mode == "expected":
+            return torch.full_like(like, self.compliance)
+        u = ctx.uniform("isolation:compliance", like, step=0)
+        return (u < self.compliance).to(like.dtype)
+
+    def _isolates(self, state: State, ctx: StepContext) -> Tensor:
+        """Per agent: isolating now (infectious for at least ``delay`` and complying)."""
+        first = min(round(self.delay / ctx.dt), state["I"].shape[1])
+        return self._complies(state["S"], ctx) * state["I"][:, first:].sum(1)
+
     def _staying_home(
         self, graph: PopulationGraph, rel: Relation, state: State, ctx: StepContext
     ) -> Tensor:
-        like = state["S"]
-        if ctx.mode == "expected":
-            comply = torch.full_like(like, self.compliance)
-        else:
-            comply = (ctx.uniform(self.name, like, step=0) < self.compliance).to(like.dtype)
-        first = min(round(self.delay / ctx.dt), state["I"].shape[1])
-        isolating = comply * state["I"][:, first:].sum(1)
+        comply = self._complies(state["S"], ctx)
+        isolating = self._isolates(state, ctx)
         home = isolating
         household = (rel[0], self.household_edge_type, rel[2])
         if self.quarantine and household in graph.relations:
@@ -188,6 +203,50 @@ class Isolation(Intervention):
     def extra_repr(self) -> str:
         return (f"compliance={self.compliance:g}, delay={self.delay:g} days, "
                 f"quarantine={self.quarantine}, {self.schedule}")  # fmt: skip
+
+
+class Testing(Isolation):
+    """Symptomatic agents are tested at onset; a positive result (probability ``sensitivity``,
+    drawn once per agent and run, as agents are infected once) arrives after ``delay`` days,
+    after which the agent isolates if it complies, and its household quarantines (see
+    :class:`Isolation`). Tests are not rationed (no daily capacity).
+    """
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(
+        self,
+        schedule: Schedule,
+        *,
+        sensitivity: float = 0.85,
+        delay: float = 2.0,
+        compliance: float = 1.0,
+        quarantine: bool = True,
+        household_edge_type: str = "household",
+    ) -> None:
+        super().__init__(
+            schedule,
+            compliance=compliance,
+            delay=delay,
+            quarantine=quarantine,
+            household_edge_type=household_edge_type,
+        )
+        if not 0 <= sensitivity <= 1:
+            raise ValueError(f"sensitivity must be in [0, 1], got {sensitivity!r}.")
+        self.sensitivity = float(sensitivity)
+        self.name = "testing"
+
+    def _isolates(self, state: State, ctx: StepContext) -> Tensor:
+        like = state["S"]
+        if ctx.mode == "expected":
+            positive = torch.full_like(like, self.sensitivity)
+        else:
+            u = ctx.uniform("testing:result", like, step=0)
+            positive = (u < self.sensitivity).to(like.dtype)
+        return positive * super()._isolates(state, ctx)
+
+    def extra_repr(self) -> str:
+        return f"sensitivity={self.sensitivity:g}, " + super().extra_repr()
 
 
 class Vaccination(Intervention):
