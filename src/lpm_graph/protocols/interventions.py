@@ -121,11 +121,7 @@ class EdgeTypeClosure(Intervention):
         level = self.schedule.at(ctx.t * ctx.dt)
         if rel[1] != self.edge_type or level == 0:
             return None
-        like = state["S"]
-        if ctx.mode == "expected":
-            comply = torch.full_like(like, self.compliance)
-        else:
-            comply = (ctx.uniform(self.name, like, step=0) < self.compliance).to(like.dtype)
+        comply = _once_per_run(ctx, self.name, state["S"], self.compliance)
         factor = 1 - level * comply
         return factor, factor
 
@@ -169,10 +165,7 @@ class Isolation(Intervention):
     def _complies(self, like: Tensor, ctx: StepContext) -> Tensor:
         """Per agent: 1 if it complies (drawn once per run), or the probability in expected
         mode."""
-        if ctx.mode == "expected":
-            return torch.full_like(like, self.compliance)
-        u = ctx.uniform("isolation:compliance", like, step=0)
-        return (u < self.compliance).to(like.dtype)
+        return _once_per_run(ctx, "isolation:compliance", like, self.compliance)
 
     def _isolates(self, state: State, ctx: StepContext) -> Tensor:
         """Per agent: isolating now (infectious for at least ``delay`` and complying)."""
@@ -237,12 +230,7 @@ class Testing(Isolation):
         self.name = "testing"
 
     def _isolates(self, state: State, ctx: StepContext) -> Tensor:
-        like = state["S"]
-        if ctx.mode == "expected":
-            positive = torch.full_like(like, self.sensitivity)
-        else:
-            u = ctx.uniform("testing:result", like, step=0)
-            positive = (u < self.sensitivity).to(like.dtype)
+        positive = _once_per_run(ctx, "testing:result", state["S"], self.sensitivity)
         return positive * super()._isolates(state, ctx)
 
     def extra_repr(self) -> str:
@@ -381,6 +369,14 @@ class _Vaccinate(Phase):
         v1_last = v1[:, -1] - second
         v1 = torch.cat([v1[:, :-1], v1_last.unsqueeze(1)], 1)
         return {**state, "V1": _age(v1, first), "V2": v2 + second}
+
+
+def _once_per_run(ctx: StepContext, stream: str, like: Tensor, probability: float) -> Tensor:
+    """A per-agent 0/1 attribute with ``P(1) = probability``, drawn once per run and replicate
+    (the same numbers every step); in expected mode the probability itself."""
+    if ctx.mode == "expected":
+        return torch.full_like(like, probability)
+    return (ctx.uniform(stream, like, step=0) < probability).to(like.dtype)
 
 
 def _in_order(eligible: Tensor, order: Tensor, capacity: float | Tensor) -> tuple[Tensor, Tensor]:
