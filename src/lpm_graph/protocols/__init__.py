@@ -10,14 +10,19 @@ from .interventions import (
     Testing,
     Vaccination,
 )
+from .progression import COVASIM_PROGNOSES, Progression, StagedSEIRM, Transition
 from .seirm import AGE_GROUPS, GRADABM_SUSCEPTIBILITY, SEIRM
 from .sir import SIR, Infection, Recovery
 
 __all__ = [
     "AGE_GROUPS",
+    "COVASIM_PROGNOSES",
     "GRADABM_SUSCEPTIBILITY",
     "SEIRM",
     "SIR",
+    "Progression",
+    "StagedSEIRM",
+    "Transition",
     "Duration",
     "EdgeTypeClosure",
     "Intervention",
