@@ -219,3 +219,16 @@ def test_testing_is_isolation_of_the_positives(mode):
     assert torch.allclose(perfect, infections(Isolation(always, delay=0.0, compliance=0.7)))
     assert torch.allclose(infections(Testing(always, sensitivity=0.0)), infections(None))
     assert float(perfect.sum()) < float(infections(None).sum())
+
+
+def test_vaccination_follows_its_schedule_and_works_with_staged_progression():
+    from lpm_graph.protocols import StagedSEIRM
+
+    graph = _two_layer_population(1000)
+    vax = Vaccination(50, schedule=Schedule([(2, 4, 1.0), (4, 6, 0.5)]))
+    traj = simulate(
+        StagedSEIRM(2.0, interventions=[vax]), graph, 8, initial_infected=10, seed=0,
+        mode="expected",
+    )  # fmt: skip
+    doses = traj.flows["doses"].detach()
+    assert doses.tolist() == pytest.approx([0, 0, 50, 50, 25, 25, 0, 0])

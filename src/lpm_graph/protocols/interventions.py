@@ -238,15 +238,16 @@ class Testing(Isolation):
 
 
 class Vaccination(Intervention):
-    """Vaccinate up to ``capacity`` agents per day in order of age-group ``priority``.
+    """Vaccinate up to ``capacity`` agents per day (from ``start_day``, times the level of
+    ``schedule`` if given) in order of age-group ``priority``.
 
-    Agents not infectious and alive (S, E or R) are eligible. With ``doses=2``, agents become
-    eligible for the second dose ``interval`` days after the first, and second doses are given
-    before first doses from the same daily capacity. Efficacy per dose (first, second) scales
-    susceptibility by ``1 - efficacy_infection[d]`` and the probability of death on leaving I
-    by ``1 - efficacy_death[d]``. Within an age group the order is random (per run and
-    replicate) and fixed; in expected mode doses are given to probability mass in the same
-    order, so fractional agents are vaccinated fractionally.
+    Agents susceptible or recovered (S or R: alive and not currently infected) are eligible.
+    With ``doses=2``, agents become eligible for the second dose ``interval`` days after the
+    first, and second doses are given before first doses from the same daily capacity. Efficacy
+    per dose (first, second) scales susceptibility by ``1 - efficacy_infection[d]`` and the
+    probability of death on leaving I by ``1 - efficacy_death[d]``. Within an age group the
+    order is random (per run and replicate) and fixed; in expected mode doses are given to
+    probability mass in the same order, so fractional agents are vaccinated fractionally.
 
     State: ``V1`` ``[N, K]`` (one dose, by days since it, ``K = interval / dt``) and ``V2``
     ``[N]``; observables ``V1`` and ``V2`` (agents with exactly one / two doses).
@@ -259,6 +260,7 @@ class Vaccination(Intervention):
         capacity: float,
         *,
         start_day: float = 0.0,
+        schedule: Schedule | None = None,
         doses: int = 1,
         interval: float = 21.0,
         efficacy_infection: Sequence[float] = (0.5, 0.9),
@@ -280,6 +282,7 @@ class Vaccination(Intervention):
             raise ValueError(f"priority must order all 8 age groups 0..7, got {list(priority)}.")
         self.capacity = float(capacity)
         self.start_day = float(start_day)
+        self.schedule = schedule or Schedule.always(1.0)
         self.doses = doses
         self.interval = float(interval)
         self.age_attr = age_attr
@@ -289,6 +292,17 @@ class Vaccination(Intervention):
         rank[torch.tensor(list(priority))] = torch.arange(8, dtype=torch.float32)
         self.register_buffer("rank", rank)
         self._phase = _Vaccinate(self)
+
+    def doses_until(self, step: int, dt: float) -> float:
+        """Doses available over steps ``0 .. step - 1``: ``capacity`` per day from ``start_day``,
+        times the schedule's level (read at each step's start); whole doses per step are the
+        differences of its integer parts, so the total is exact."""
+        total = 0.0
+        for s in range(step):
+            lo, hi = s * dt, (s + 1) * dt
+            open_days = max(0.0, hi - max(lo, self.start_day))
+            total += self.capacity * open_days * self.schedule.at(lo)
+        return total
 
     def steps_between_doses(self, dt: float) -> int:
         return max(1, round(self.interval / dt))
@@ -331,7 +345,8 @@ class Vaccination(Intervention):
         return {"V1": state["V1"].sum((0, 1)), "V2": state["V2"].sum(0)}
 
     def extra_repr(self) -> str:
-        return (f"capacity={self.capacity:g}/day from day {self.start_day:g}, doses={self.doses}, "
+        return (f"capacity={self.capacity:g}/day from day {self.start_day:g} x {self.schedule}, "
+                f"doses={self.doses}, "
                 f"interval={self.interval:g}")  # fmt: skip
 
 
@@ -348,15 +363,15 @@ class _Vaccinate(Phase):
         v = self._v
         day = ctx.t * ctx.dt
         # doses available in this step, so that the total over steps is exact
-        available = math.floor((day + ctx.dt - v.start_day) * v.capacity + 1e-9) - math.floor(
-            max(0.0, day - v.start_day) * v.capacity + 1e-9
+        available = math.floor(v.doses_until(ctx.t + 1, ctx.dt) + 1e-9) - math.floor(
+            v.doses_until(ctx.t, ctx.dt) + 1e-9
         )
         v1, v2 = state["V1"], state["V2"]
         if day + ctx.dt <= v.start_day or available <= 0:
             ctx.flows["doses"] = torch.zeros_like(v2)
             return {**state, "V1": _age(v1, None)}
-        # alive and not infectious: S, E (any stage) or R
-        open_ = state["S"] + state["E"].sum(1) + state["R"]
+        # alive and not currently infected: S or R
+        open_ = state["S"] + state["R"]
         order = state["vaccination_order"]
         second = torch.zeros_like(v2)
         if v.doses == 2:
