@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from .base import Mode, Phase, State, StepContext, seed_infected
+from .base import Mode, Phase, State, StepContext
 from .durations import Duration
 from .seirm import AGE_GROUPS, SEIRM, _leave, _per_agent
 
@@ -286,10 +286,8 @@ class StagedSEIRM(SEIRM):
         dtype: torch.dtype,
         mode: Mode,
     ) -> State:
-        n = graph.num_nodes(self.node_type)
-        cols = () if replicates is None else (replicates,)
+        n, cols, infected = self._seed(graph, initial_infected, streams, replicates, dtype, mode)
         shape = (n, *cols)
-        infected = seed_infected(initial_infected, shape, streams, dtype, graph.device, mode)
         state = {"S": 1 - infected, "R": torch.zeros(shape, dtype=dtype, device=graph.device)}
         state["M"] = torch.zeros_like(state["R"])
         for k, (stage, target) in enumerate(self.progression.branches()):
@@ -314,9 +312,7 @@ class StagedSEIRM(SEIRM):
                 taken = left * (u < prob / share.clamp_min(1e-12)).to(dtype)
                 left, share = left - taken, share - prob
             state[key] = torch.cat([taken.unsqueeze(1), state[key][:, 1:]], 1)
-        for iv in self.interventions:
-            state.update(iv.initial_state(graph, state, streams, mode, self.dt))
-        return state
+        return self._with_interventions(graph, state, streams, mode)
 
     def observe(self, state: State) -> dict[str, Tensor]:
         per_agent = {"S": state["S"]}

@@ -375,10 +375,8 @@ class SEIRM(CompartmentalProtocol):
         dtype: torch.dtype,
         mode: Mode,
     ) -> State:
-        n = graph.num_nodes(self.node_type)
-        cols = () if replicates is None else (replicates,)
+        n, cols, infected = self._seed(graph, initial_infected, streams, replicates, dtype, mode)
         shape = (n, *cols)
-        infected = seed_infected(initial_infected, shape, streams, dtype, graph.device, mode)
         k_e, k_i = self.exposed_hazard.numel(), self.infectious_hazard.numel()
         zeros = torch.zeros(shape, dtype=dtype, device=graph.device)
         e = torch.zeros((n, k_e, *cols), dtype=dtype, device=graph.device)
@@ -394,6 +392,26 @@ class SEIRM(CompartmentalProtocol):
             k_w = self.kernel.numel()
             h = torch.zeros((n, k_w, *cols), dtype=dtype, device=graph.device)
             state["infected_since"] = torch.cat([infected.unsqueeze(1), h[:, 1:]], 1)
+        return self._with_interventions(graph, state, streams, mode)
+
+    def _seed(
+        self,
+        graph: PopulationGraph,
+        initial_infected: object,
+        streams: RandomStreams,
+        replicates: int | None,
+        dtype: torch.dtype,
+        mode: Mode,
+    ) -> tuple[int, tuple[int, ...], Tensor]:
+        """Agent count, replicate columns and the initial infections ``[N, *R]``."""
+        n = graph.num_nodes(self.node_type)
+        cols = () if replicates is None else (replicates,)
+        infected = seed_infected(initial_infected, (n, *cols), streams, dtype, graph.device, mode)
+        return n, cols, infected
+
+    def _with_interventions(
+        self, graph: PopulationGraph, state: State, streams: RandomStreams, mode: Mode
+    ) -> State:
         for iv in self.interventions:
             state.update(iv.initial_state(graph, state, streams, mode, self.dt))
         return state
