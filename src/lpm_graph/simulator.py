@@ -278,9 +278,7 @@ class Simulator(nn.Module):
         if self.estimator == "stochastic_derivative":
             return self._coupled(graph, state, streams, bar)
         names = list(state)
-        observed = [self.protocol.observe(state)]
-        flows: list[dict[str, Tensor]] = []
-        states = [state] if self.record_states else None
+        record = _Recorder(self.protocol, state, self.record_states)
         t = 0
         chunk = self.checkpoint or 1
         use_checkpoint = self.checkpoint is not None and torch.is_grad_enabled()
@@ -290,19 +288,13 @@ class Simulator(nn.Module):
                 state, obs, fl, kept = self._checkpointed(graph, state, names, t, n, streams)
             else:
                 state, obs, fl, kept = self._run(graph, state, t, n, streams)
-            observed += obs
-            flows += fl
-            if states is not None:
-                states += kept
+            record.extend(obs, fl, kept)
             t += n
             if bar is not None:
                 bar.update(n)
         if bar is not None:
             bar.close()
-        counts = {k: torch.stack([o[k] for o in observed]) for k in observed[0]}
-        flow_names = list(flows[0]) if flows else []
-        flow_series = {k: torch.stack([f[k] for f in flows]) for k in flow_names}
-        return Trajectory(counts, flow_series, state, self.protocol.dt, states)
+        return record.trajectory(state, self.protocol.dt)
 
     def _run(
         self, graph: PopulationGraph, state: State, t0: int, n: int, streams: RandomStreams
@@ -478,10 +470,21 @@ class _Recorder:
         self.states = [state] if keep_states else None
 
     def add(self, state: State, step_flows: Mapping[str, Tensor]) -> None:
-        self.observed.append(self.protocol.observe(state))
-        self.flows.append(self.protocol.total_flows(step_flows))
+        """One step: its end state and its per-agent flows."""
+        kept = [state] if self.states is not None else []
+        self.extend([self.protocol.observe(state)], [self.protocol.total_flows(step_flows)], kept)
+
+    def extend(
+        self,
+        observed: list[dict[str, Tensor]],
+        flows: list[dict[str, Tensor]],
+        states: list[State],
+    ) -> None:
+        """Steps already observed (observables, flow totals and, if kept, states)."""
+        self.observed += observed
+        self.flows += flows
         if self.states is not None:
-            self.states.append(state)
+            self.states += states
 
     def trajectory(
         self, state: State, dt: float, coupled: CoupledPaths | None = None
