@@ -67,6 +67,13 @@ class RandomStreams:
         return f"RandomStreams(seed={self.seed}, device={self.device})"
 
 
+def _survival(p: Tensor | None, survival: Tensor | None) -> Tensor:
+    """``1 - p`` from exactly one of ``p`` and ``survival``."""
+    if (p is None) == (survival is None):
+        raise ValueError("give exactly one of p and survival (= 1 - p).")
+    return 1 - p if survival is None else survival
+
+
 def bernoulli_st(
     p: Tensor | None = None,
     *,
@@ -92,9 +99,7 @@ def bernoulli_st(
         0.0 / 1.0 draws of ``shape`` (default: that of ``p``), in ``p``'s dtype; gradients pass
         to ``p`` (or ``-1`` to ``survival``).
     """
-    if (p is None) == (survival is None):
-        raise ValueError("give exactly one of p and survival (= 1 - p).")
-    q = 1 - p if survival is None else survival
+    q = _survival(p, survival)
     if uniform is None:
         size = tuple(shape) if shape is not None else tuple(q.shape)
         uniform = torch.rand(size, generator=generator, dtype=q.dtype, device=q.device)
@@ -121,9 +126,7 @@ def flow_st(
     in ``source``, and for a compartment emptied by successive steps
     (``x_{t+1} = x_t - flow_t``) it is unbiased for ``d E[x_T]`` given the hazards.
     """
-    if (p is None) == (survival is None):
-        raise ValueError("give exactly one of p and survival (= 1 - p).")
-    q = 1 - p if survival is None else survival
+    q = _survival(p, survival)
     if uniform is None:
         uniform = torch.rand(
             source.shape, generator=generator, dtype=source.dtype, device=source.device
