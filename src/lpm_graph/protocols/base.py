@@ -148,11 +148,20 @@ class Phase(nn.Module):
     """A named phase of a step: ``(graph, state, ctx) -> state`` with additive updates.
 
     A phase returns a new state dict (it never mutates its input) and records the per-agent
-    flows it caused in ``ctx.flows``; its random draws use ``ctx.draw(self.name, p)``, so each
-    phase has its own stream.
+    flows it caused in ``ctx.flows``; its random moves go through ``ctx.flow(name, ...)`` (and
+    other draws through ``ctx.uniform(name, ...)``), so each named flow has its own stream.
+
+    Args:
+        owner: the module that holds the phase's parameters (its protocol or intervention),
+            kept as a plain reference: registering it as a child would register its
+            parameters twice and make a module cycle.
     """
 
     name: str = "phase"
+
+    def __init__(self, owner: nn.Module | None = None) -> None:
+        super().__init__()
+        self.__dict__["owner"] = owner
 
     def forward(self, graph: PopulationGraph, state: State, ctx: StepContext) -> State:
         raise NotImplementedError

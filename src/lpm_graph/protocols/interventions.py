@@ -356,11 +356,10 @@ class _Vaccinate(Phase):
     name = "vaccination"
 
     def __init__(self, vaccination: Vaccination) -> None:
-        super().__init__()
-        self.__dict__["_v"] = vaccination
+        super().__init__(vaccination)
 
     def forward(self, graph: PopulationGraph, state: State, ctx: StepContext) -> State:
-        v = self._v
+        v = self.owner
         day = ctx.t * ctx.dt
         # doses available in this step, so that the total over steps is exact
         available = math.floor(v.doses_until(ctx.t + 1, ctx.dt) + 1e-9) - math.floor(

@@ -178,11 +178,10 @@ class _StagedProgression(Phase):
     name = "progression"
 
     def __init__(self, protocol: StagedSEIRM) -> None:
-        super().__init__()
-        self.__dict__["_protocol"] = protocol
+        super().__init__(protocol)
 
     def forward(self, graph: PopulationGraph, state: State, ctx: StepContext) -> State:
-        p = self._protocol
+        p = self.owner
         age = p.age_groups(graph)
         out = {k: v for k, v in state.items() if k != "new"}
         arriving: dict[str, Tensor] = {p.progression.entry: state["new"]}

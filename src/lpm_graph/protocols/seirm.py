@@ -64,12 +64,11 @@ class _Infection(Phase):
     name = "infection"
 
     def __init__(self, protocol: SEIRM, backend: str | None) -> None:
-        super().__init__()
+        super().__init__(protocol)
         self.transmission = Transmission(backend=backend)
-        self.__dict__["_protocol"] = protocol
 
     def forward(self, graph: PopulationGraph, state: State, ctx: StepContext) -> State:
-        p = self._protocol
+        p = self.owner
         source = p.infectiousness(state, ctx.mode)
         age = p.age_groups(graph)
         hazard = None
@@ -111,11 +110,10 @@ class _Progression(Phase):
     name = "progression"
 
     def __init__(self, protocol: SEIRM) -> None:
-        super().__init__()
-        self.__dict__["_protocol"] = protocol
+        super().__init__(protocol)
 
     def forward(self, graph: PopulationGraph, state: State, ctx: StepContext) -> State:
-        p = self._protocol
+        p = self.owner
         e, i = state["E"], state["I"]
         leave_e = _leave(ctx, "exposed_exit", p.exposed_hazard, e, p.exposed.kind == "fixed")
         leave_i = _leave(
@@ -141,7 +139,7 @@ class _Progression(Phase):
         return out
 
     def extra_repr(self) -> str:
-        p = self._protocol
+        p = self.owner
         return f"E -> I ({p.exposed}), I -> R or M ({p.infectious}), M with P = mortality[age]"
 
 

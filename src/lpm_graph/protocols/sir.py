@@ -41,20 +41,18 @@ class Infection(Phase):
         relations: Sequence[Relation] | None,
         backend: str | None,
     ) -> None:
-        super().__init__()
+        super().__init__(protocol)
         self.transmission = Transmission(backend=backend)
         self._relations = None if relations is None else list(relations)
-        # The protocol owns the parameters; a plain reference avoids registering it as a child.
-        self.__dict__["_protocol"] = protocol
 
     def relations(self, graph: PopulationGraph) -> list[Relation]:
         if self._relations is not None:
             return [graph.relation(r) for r in self._relations]
-        t = self._protocol.node_type
+        t = self.owner.node_type
         return [r for r in graph.relations if r[0] == t and r[2] == t]
 
     def forward(self, graph: PopulationGraph, state: State, ctx: StepContext) -> State:
-        rate_dt = self._protocol.transmission_rate * ctx.dt  # fold dt into the rate once
+        rate_dt = self.owner.transmission_rate * ctx.dt  # fold dt into the rate once
         infectious = state["I"]
         hazard_dt = None  # lambda_i * dt
         for rel in self.relations(graph):
@@ -82,12 +80,11 @@ class Recovery(Phase):
     name = "recovery"
 
     def __init__(self, protocol: SIR) -> None:
-        super().__init__()
-        self.__dict__["_protocol"] = protocol
+        super().__init__(protocol)
 
     def forward(self, graph: PopulationGraph, state: State, ctx: StepContext) -> State:
         eligible = ctx.start["I"]
-        stay = torch.exp(-self._protocol.recovery_rate * ctx.dt)  # 1 - r, a scalar
+        stay = torch.exp(-self.owner.recovery_rate * ctx.dt)  # 1 - r, a scalar
         recovered = ctx.flow(self.name, stay, eligible)
         ctx.flows["recoveries"] = recovered
         return {**state, "I": state["I"] - recovered, "R": state["R"] + recovered}
