@@ -262,14 +262,28 @@ class CompartmentalProtocol(Protocol):
         dtype: torch.dtype,
         mode: Mode,
     ) -> State:
-        n = graph.num_nodes(self.node_type)
-        shape = (n,) if replicates is None else (n, replicates)
-        infected = seed_infected(initial_infected, shape, streams, dtype, graph.device, mode)
+        n, cols, infected = self._seed(graph, initial_infected, streams, replicates, dtype, mode)
+        shape = (n, *cols)
         susceptible, infectious = self.compartments[0], self.compartments[1]
         state = {c: torch.zeros(shape, dtype=dtype, device=graph.device) for c in self.compartments}
         state[susceptible] = 1 - infected
         state[infectious] = infected
         return state
+
+    def _seed(
+        self,
+        graph: PopulationGraph,
+        initial_infected: object,
+        streams: RandomStreams,
+        replicates: int | None,
+        dtype: torch.dtype,
+        mode: Mode,
+    ) -> tuple[int, tuple[int, ...], Tensor]:
+        """Agent count, replicate columns and the initial infections ``[N, *R]``."""
+        n = graph.num_nodes(self.node_type)
+        cols = () if replicates is None else (replicates,)
+        infected = seed_infected(initial_infected, (n, *cols), streams, dtype, graph.device, mode)
+        return n, cols, infected
 
 
 def seed_infected(

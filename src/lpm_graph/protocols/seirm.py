@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from .._checks import check_probability, check_rate
 from ..layers.transmission import Transmission
-from .base import CompartmentalProtocol, Mode, Phase, State, StepContext, seed_infected
+from .base import CompartmentalProtocol, Mode, Phase, State, StepContext
 from .durations import Duration, infectiousness_kernel
 from .interventions import Intervention
 from .sir import _register
@@ -391,21 +391,6 @@ class SEIRM(CompartmentalProtocol):
             h = torch.zeros((n, k_w, *cols), dtype=dtype, device=graph.device)
             state["infected_since"] = torch.cat([infected.unsqueeze(1), h[:, 1:]], 1)
         return self._with_interventions(graph, state, streams, mode)
-
-    def _seed(
-        self,
-        graph: PopulationGraph,
-        initial_infected: object,
-        streams: RandomStreams,
-        replicates: int | None,
-        dtype: torch.dtype,
-        mode: Mode,
-    ) -> tuple[int, tuple[int, ...], Tensor]:
-        """Agent count, replicate columns and the initial infections ``[N, *R]``."""
-        n = graph.num_nodes(self.node_type)
-        cols = () if replicates is None else (replicates,)
-        infected = seed_infected(initial_infected, (n, *cols), streams, dtype, graph.device, mode)
-        return n, cols, infected
 
     def _with_interventions(
         self, graph: PopulationGraph, state: State, streams: RandomStreams, mode: Mode
