@@ -13,7 +13,7 @@ interventions), with the infectiousness of each stage, and deaths from the table
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -22,7 +22,7 @@ from torch import Tensor
 
 from .base import Mode, Phase, State, StepContext
 from .durations import Duration
-from .seirm import AGE_GROUPS, SEIRM, _leave, _per_agent
+from .seirm import AGE_GROUPS, SEIRM, _advance, _leave, _per_agent
 
 if TYPE_CHECKING:
     from ..graph import PopulationGraph
@@ -183,42 +183,31 @@ class _StagedProgression(Phase):
     def forward(self, graph: PopulationGraph, state: State, ctx: StepContext) -> State:
         p = self.owner
         age = p.age_groups(graph)
-        out = {k: v for k, v in state.items() if k != "new"}
+        leaving: dict[str, Tensor] = {}
         arriving: dict[str, Tensor] = {p.progression.entry: state["new"]}
         for k, (stage, target) in enumerate(p.progression.branches()):
             key = f"{stage}->{target}"
             fixed = p._fixed[k]
-            leave = _leave(ctx, f"exit:{key}", getattr(p, f"_hazard_{k}"), state[key], fixed)
-            out[key] = torch.cat([torch.zeros_like(leave[:, :1]), (state[key] - leave)[:, :-1]], 1)
-            done = leave.sum(1)
+            leaving[key] = _leave(ctx, f"exit:{key}", getattr(p, f"_hazard_{k}"), state[key], fixed)
+            done = leaving[key].sum(1)
             arriving[target] = done if target not in arriving else arriving[target] + done
-        mortality_scale = None
-        for iv in p.interventions:
-            scale = iv.mortality_factor(state, ctx)
-            if scale is not None:
-                mortality_scale = scale if mortality_scale is None else mortality_scale * scale
-        # arrivals draw their branch now (sequential splits: exact categorical draws)
-        for stage, transitions in p.progression.stages.items():
+        mortality_scale = p.intervention_factor("mortality_factor", state, ctx)
+
+        def move(key: str, cond: Tensor, left: Tensor) -> Tensor:
+            return ctx.flow(f"branch:{key}", 1 - cond, left)
+
+        # arrivals draw their branch now
+        entering: dict[str, Tensor] = {}
+        for stage in p.progression.stages:
             coming = arriving.get(stage)
-            if coming is None:
-                continue
-            ctx.flows[f"entered_{stage}"] = coming
-            left, share = coming, torch.ones_like(coming)
-            for j, tr in enumerate(transitions):
-                key = f"{stage}->{tr.target}"
-                prob = _per_agent(getattr(p, f"_prob_{key}")[age], coming)
-                if tr.target == "M" and mortality_scale is not None:
-                    prob = prob * mortality_scale
-                if j == len(transitions) - 1:
-                    taken = left
-                else:
-                    cond = (prob / share.clamp_min(1e-12)).clamp(0, 1)
-                    taken = ctx.flow(f"branch:{key}", 1 - cond, left)
-                    left, share = left - taken, share - prob
-                head = out[key][:, :1] + taken.unsqueeze(1)
-                out[key] = torch.cat([head, out[key][:, 1:]], 1)
-        deaths = arriving.get("M", torch.zeros_like(state["S"]))
-        recoveries = arriving.get("R", torch.zeros_like(state["S"]))
+            if coming is not None:
+                ctx.flows[f"entered_{stage}"] = coming
+                entering.update(p.branch(stage, coming, age, move, mortality_scale))
+        out = {k: v for k, v in state.items() if k != "new"}
+        zeros = torch.zeros_like(state["S"])
+        for key, leave in leaving.items():
+            out[key] = _advance(state[key], leave, entering.get(key, zeros))
+        deaths, recoveries = arriving.get("M", zeros), arriving.get("R", zeros)
         ctx.flows.update(deaths=deaths, recoveries=recoveries)
         out["R"] = state["R"] + recoveries
         out["M"] = state["M"] + deaths
@@ -268,6 +257,35 @@ class StagedSEIRM(SEIRM):
         a = self.progression.infectiousness
         self._stage_weights = {s: float(a[s]) for s in self.progression.stages}
 
+    def branch(
+        self,
+        stage: str,
+        coming: Tensor,
+        age: Tensor,
+        move: Callable[[str, Tensor, Tensor], Tensor],
+        mortality_scale: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        """Split the agents ``coming`` into ``stage`` among its branches (``"stage->target"``
+        -> ``[N, *R]``), by their age group's probabilities, as sequential binary choices:
+        ``move(key, p_key / p_left, left)`` moves agents of ``left`` with that conditional
+        probability (an exact categorical draw when each move is a Bernoulli draw). The last
+        branch takes the rest. ``mortality_scale`` scales the probability of death."""
+        out = {}
+        left, share = coming, torch.ones_like(coming)
+        transitions = self.progression.stages[stage]
+        for j, tr in enumerate(transitions):
+            key = f"{stage}->{tr.target}"
+            if j == len(transitions) - 1:
+                out[key] = left
+                break
+            prob = _per_agent(getattr(self, f"_prob_{key}")[age].to(coming.dtype), coming)
+            if tr.target == "M" and mortality_scale is not None:
+                prob = prob * mortality_scale
+            cond = (prob / share.clamp_min(1e-12)).clamp(0, 1)
+            out[key] = move(key, cond, left)
+            left, share = left - out[key], share - prob
+        return out
+
     def infectiousness(self, state: State, mode: Mode) -> Tensor:
         total = torch.zeros_like(state["S"])
         for stage, target in self.progression.branches():
@@ -293,24 +311,17 @@ class StagedSEIRM(SEIRM):
             steps = getattr(self, f"_hazard_{k}").numel()
             state[f"{stage}->{target}"] = torch.zeros((n, steps, *cols), dtype=dtype,
                                                        device=graph.device)  # fmt: skip
+
         # the seeds enter the first stage and take its branches in expectation / by draw
-        age = self.age_groups(graph)
-        entry = self.progression.entry
-        left, share = infected, torch.ones_like(infected)
-        transitions = self.progression.stages[entry]
-        for j, tr in enumerate(transitions):
-            key = f"{entry}->{tr.target}"
-            prob = _per_agent(getattr(self, f"_prob_{key}")[age].to(dtype), infected)
-            if j == len(transitions) - 1:
-                taken = left
-            elif mode == "expected":
-                taken = infected * prob
-                left = left - taken
-            else:
-                u = streams.uniform(f"seed_branch:{key}", 0, tuple(shape), dtype)
-                taken = left * (u < prob / share.clamp_min(1e-12)).to(dtype)
-                left, share = left - taken, share - prob
-            state[key] = torch.cat([taken.unsqueeze(1), state[key][:, 1:]], 1)
+        def move(key: str, cond: Tensor, left: Tensor) -> Tensor:
+            if mode == "expected":
+                return cond * left
+            u = streams.uniform(f"seed_branch:{key}", 0, tuple(shape), dtype)
+            return left * (u < cond).to(dtype)
+
+        seeded = self.branch(self.progression.entry, infected, self.age_groups(graph), move)
+        for key, taken in seeded.items():
+            state[key] = _advance(state[key], None, taken)  # all slots start empty
         return self._with_interventions(graph, state, streams, mode)
 
     def observe(self, state: State) -> dict[str, Tensor]:

@@ -90,10 +90,9 @@ class _Infection(Phase):
         else:
             factor = p.reproduction_number_at(ctx.t) * p.susceptibility[age] * ctx.dt
             hazard = hazard * _per_agent(factor, hazard)
-            for iv in p.interventions:
-                scale = iv.susceptibility_factor(state, ctx)
-                if scale is not None:
-                    hazard = hazard * scale
+            scale = p.intervention_factor("susceptibility_factor", state, ctx)
+            if scale is not None:
+                hazard = hazard * scale
             escape = torch.exp(-hazard)
             new = ctx.flow(self.name, escape, state["S"])
         ctx.flows["infections"] = new
@@ -122,20 +121,22 @@ class _Progression(Phase):
         onsets, exits = leave_e.sum(1), leave_i.sum(1)
         m = p.mortality if p.mortality.dim() == 0 else p.mortality[p.age_groups(graph)]
         mortality = _per_agent(m, exits)
-        for iv in p.interventions:
-            scale = iv.mortality_factor(state, ctx)
-            if scale is not None:
-                mortality = mortality * scale
+        scale = p.intervention_factor("mortality_factor", state, ctx)
+        if scale is not None:
+            mortality = mortality * scale
         deaths = ctx.flow("death", 1 - mortality, exits)
         new = state["new"]
-        e_next = torch.cat([new.unsqueeze(1), (e - leave_e)[:, :-1]], 1)
-        i_next = torch.cat([onsets.unsqueeze(1), (i - leave_i)[:, :-1]], 1)
         ctx.flows.update(onsets=onsets, recoveries=exits - deaths, deaths=deaths)
         out = {k: v for k, v in state.items() if k != "new"}
-        out.update(E=e_next, I=i_next, R=state["R"] + exits - deaths, M=state["M"] + deaths)
+        out.update(
+            E=_advance(e, leave_e, new),
+            I=_advance(i, leave_i, onsets),
+            R=state["R"] + exits - deaths,
+            M=state["M"] + deaths,
+        )
         if "infected_since" in state:
             h = state["infected_since"]
-            out["infected_since"] = torch.cat([new.unsqueeze(1), h[:, :-1]], 1)
+            out["infected_since"] = _advance(h, None, new)
         return out
 
     def extra_repr(self) -> str:
@@ -392,6 +393,16 @@ class SEIRM(CompartmentalProtocol):
             state["infected_since"] = torch.cat([infected.unsqueeze(1), h[:, 1:]], 1)
         return self._with_interventions(graph, state, streams, mode)
 
+    def intervention_factor(self, hook: str, state: State, ctx: StepContext) -> Tensor | None:
+        """The product over the interventions of a per-agent factor (``"susceptibility_factor"``
+        or ``"mortality_factor"``); ``None`` when none applies."""
+        out = None
+        for iv in self.interventions:
+            factor = getattr(iv, hook)(state, ctx)
+            if factor is not None:
+                out = factor if out is None else out * factor
+        return out
+
     def _with_interventions(
         self, graph: PopulationGraph, state: State, streams: RandomStreams, mode: Mode
     ) -> State:
@@ -428,6 +439,13 @@ class SEIRM(CompartmentalProtocol):
 
     def extra_repr(self) -> str:
         return f"exposed={self.exposed}, infectious={self.infectious}, normalize={self.normalize}"
+
+
+def _advance(stage: Tensor, leave: Tensor | None, entering: Tensor) -> Tensor:
+    """A stage split by steps spent (``[N, K, *R]``) one step on: who stayed (all but
+    ``leave``) moves up one slot and ``entering`` (``[N, *R]``) fills the first."""
+    stayed = stage if leave is None else stage - leave
+    return torch.cat([entering.unsqueeze(1), stayed[:, :-1]], 1)
 
 
 def _leave(ctx: StepContext, name: str, hazard: Tensor, stage: Tensor, fixed: bool) -> Tensor:
