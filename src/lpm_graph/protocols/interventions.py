@@ -283,6 +283,7 @@ class Vaccination(Intervention):
         self.capacity = float(capacity)
         self.start_day = float(start_day)
         self.schedule = schedule or Schedule.always(1.0)
+        self._cumulative: dict[tuple, list[float]] = {}  # running totals of doses_until
         self.doses = doses
         self.interval = float(interval)
         self.age_attr = age_attr
@@ -297,12 +298,15 @@ class Vaccination(Intervention):
         """Doses available over steps ``0 .. step - 1``: ``capacity`` per day from ``start_day``,
         times the schedule's level (read at each step's start); whole doses per step are the
         differences of its integer parts, so the total is exact."""
-        total = 0.0
-        for s in range(step):
+        # totals[s]: doses over steps < s, for these settings (which a user may change)
+        key = (dt, self.capacity, self.start_day, tuple(self.schedule.windows))
+        totals = self._cumulative.setdefault(key, [0.0])
+        while len(totals) <= step:
+            s = len(totals) - 1
             lo, hi = s * dt, (s + 1) * dt
             open_days = max(0.0, hi - max(lo, self.start_day))
-            total += self.capacity * open_days * self.schedule.at(lo)
-        return total
+            totals.append(totals[-1] + self.capacity * open_days * self.schedule.at(lo))
+        return totals[step]
 
     def steps_between_doses(self, dt: float) -> int:
         return max(1, round(self.interval / dt))
