@@ -371,8 +371,8 @@ def hampshire():
 def test_hampshire_counts(hampshire):
     assert hampshire.node_types == ["agent"]
     assert hampshire.num_nodes() == 70_916
-    # 249,991 contacts, 179 of them self-loops (kept once): 2 * 249,991 - 179 directed edges
-    assert hampshire.num_edges() == 499_803
+    # 249,991 contacts (179 of them self-loops), each stored in both directions
+    assert hampshire.num_edges() == 499_982
     ei = hampshire.edge_index()
     assert int(ei.min()) == 0
     assert int(ei.max()) == 70_915
@@ -384,8 +384,8 @@ def test_hampshire_is_undirected_line_by_line(hampshire):
     lines = 249_991
     forward = ei[:, :lines]
     not_loop = forward[0] != forward[1]
-    assert int((~not_loop).sum()) == 179  # self-loops in the file, kept once
-    assert torch.equal(ei[:, lines:], forward[:, not_loop].flip(0))
+    assert int((~not_loop).sum()) == 179  # self-loops in the file, stored both ways too
+    assert torch.equal(ei[:, lines:], forward.flip(0))
     assert ei[:, 0].tolist() == [0, 519]  # first line of the file
     # every agent's in-degree equals its out-degree
     assert torch.equal(

@@ -1,6 +1,14 @@
 """Population datasets, generators and bundled real data."""
 
-from .bundled import hampshire_contact_network
+from .base import Dataset, default_root
+from .bundled import MassachusettsCounty, hampshire_contact_network
 from .generators import complete_graph, erdos_renyi
 
-__all__ = ["complete_graph", "erdos_renyi", "hampshire_contact_network"]
+__all__ = [
+    "Dataset",
+    "MassachusettsCounty",
+    "complete_graph",
+    "default_root",
+    "erdos_renyi",
+    "hampshire_contact_network",
+]

@@ -1,54 +1,172 @@
-"""Real data bundled with the package (see ``data/*/PROVENANCE.md``)."""
+"""Real population graphs bundled with the package (see ``data/*/PROVENANCE.md``)."""
 
 from __future__ import annotations
 
 import gzip
+import shutil
 from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 from ..graph import PopulationGraph
-from ..graph.interop import read_edge_list
+from .base import Dataset, Transform
 
-__all__ = ["hampshire_contact_network"]
+__all__ = ["MassachusettsCounty", "hampshire_contact_network"]
 
-HAMPSHIRE_AGENTS = 70_916
+# FIPS -> number of agents, for the counties whose agents and network are bundled.
+COUNTIES = {"25011": 70_916}
+
+
+class MassachusettsCounty(Dataset):
+    r"""The synthetic population and contact network of a Massachusetts county (GradABM).
+
+    One :class:`~lpm_graph.PopulationGraph` with node type ``"agent"`` and the relation
+    ``("agent", "contact", "agent")``. Every line of the network file is one undirected
+    contact, stored as the two directed edges ``j -> i`` and ``i -> j``; the source's 179
+    self-contacts therefore appear as two ``i -> i`` edges each, so in-degrees equal
+    networkx's degrees of the source graph. A self-contact carries no infection (an agent is
+    never susceptible and infectious at once); pass ``remove_self_loops=True`` to drop them.
+    Agents carry ``age_group`` (int64, 0..7 = 0-19, 20-29, ..., 70-79, 80+) and ``stage``
+    (int64, the initial disease stage, 0 = susceptible).
+
+    The files are bundled with the package (public GradABM repository, MIT licence; see
+    ``lpm_graph/datasets/data/gradabm_ma/PROVENANCE.md``); "downloading" copies them into
+    ``root/raw``. Only Hampshire County (FIPS 25011) has agents and a network; the daily
+    series of all 14 counties are in :class:`~lpm_graph.datasets.CountySeries`.
+
+    **STATS** (county 25011, computed from the files):
+
+    .. list-table::
+        :header-rows: 1
+
+        * - agents
+          - contacts (undirected)
+          - directed edges
+          - self-contacts
+          - mean degree
+          - initially infected
+        * - 70,916
+          - 249,991
+          - 499,982
+          - 179
+          - 7.05
+          - 1
+
+    Age groups (agents): 14,468 / 8,137 / 7,865 / 9,450 / 12,140 / 10,983 / 4,588 / 3,285.
+
+    Args:
+        root: cache folder (see :class:`~lpm_graph.datasets.Dataset`).
+        county: FIPS code of the county (only ``"25011"``).
+        remove_self_loops: drop the self-contacts (499,624 directed edges remain).
+        transform, pre_transform, force_reload: as in PyG.
+    """
+
+    def __init__(
+        self,
+        root: str | Path | None | bool = None,
+        county: str = "25011",
+        *,
+        remove_self_loops: bool = False,
+        transform: Transform | None = None,
+        pre_transform: Transform | None = None,
+        force_reload: bool = False,
+    ) -> None:
+        county = str(county)
+        if county not in COUNTIES:
+            raise ValueError(
+                f"county {county!r} has no bundled agents or network; available: "
+                f"{sorted(COUNTIES)}. The series of all 14 Massachusetts counties are in "
+                "CountySeries."
+            )
+        self.county = county
+        self.remove_self_loops = bool(remove_self_loops)
+        super().__init__(root, transform, pre_transform, force_reload)
+
+    @property
+    def raw_file_names(self) -> list[str]:
+        return [f"{self.county}_random_network.csv.gz", f"{self.county}_AgentsData.csv.gz"]
+
+    def cache_args(self) -> dict[str, Any]:
+        return {"county": self.county, "remove_self_loops": self.remove_self_loops}
+
+    def download(self) -> None:
+        for name, path in zip(self.raw_file_names, self.raw_paths):
+            with resources.as_file(_bundled(name)) as source:
+                shutil.copyfile(source, path)
+
+    def process(self) -> None:
+        if self.root is None:  # in memory: read the package data directly
+            with (
+                resources.as_file(_bundled(self.raw_file_names[0])) as net,
+                resources.as_file(_bundled(self.raw_file_names[1])) as agents,
+            ):
+                graph = self._build(Path(net), Path(agents))
+        else:
+            graph = self._build(*self.raw_paths)
+        self.save([graph], self.processed_paths[0] if self.root is not None else None)
+
+    def _build(self, network: Path, agents: Path) -> PopulationGraph:
+        n = COUNTIES[self.county]
+        pairs = _read_pairs(network, n)  # [2, C]
+        if self.remove_self_loops:
+            pairs = pairs[:, pairs[0] != pairs[1]]
+        edge_index = torch.cat([pairs, pairs.flip(0)], dim=1)
+        graph = PopulationGraph.from_edge_index(edge_index, n)
+        graph.data["agent", "contact", "agent"].undirected = True
+        age, stage = _read_agents(agents, n)
+        graph.set_node_attrs("agent", age_group=age, stage=stage)
+        graph.data.county = self.county
+        return graph
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.county!r})"
 
 
 def hampshire_contact_network(agents: bool = True) -> PopulationGraph:
-    """The contact network of Hampshire County, MA (FIPS 25011), from GradABM (MIT licence).
+    """Hampshire County, MA (FIPS 25011): ``MassachusettsCounty("25011")`` read in memory.
 
-    70,916 synthetic agents and 249,991 undirected contacts (179 of them self-loops, kept as
-    single edges), stored as 499,803 directed edges. With ``agents=True`` (default) the agents
-    carry ``age_group`` (int64, 0..7 = 0-19, 20-29, ..., 80+) and ``stage`` (their initial
-    disease stage, 0 = susceptible) from the same source.
-    Bundled with the package; nothing is downloaded.
+    70,916 agents, 249,991 undirected contacts (499,982 directed edges); with ``agents=True``
+    the agents carry ``age_group`` and ``stage``. Nothing is written to disk.
     """
-    path = _data("25011_random_network.csv.gz")
-    with resources.as_file(path) as file:
-        graph = read_edge_list(file, num_nodes=HAMPSHIRE_AGENTS, undirected=True)
-    if agents:
-        age, stage = _hampshire_agents()
-        graph.set_node_attrs("agent", age_group=age, stage=stage)
+    graph = MassachusettsCounty(root=False)[0]
+    if not agents:
+        for name in ("age_group", "stage"):
+            del graph.data["agent"][name]
     return graph
 
 
-def _data(name: str):  # noqa: ANN202 - an importlib Traversable
+def _bundled(name: str) -> Traversable:
     return resources.files("lpm_graph") / "datasets/data/gradabm_ma" / name
 
 
-def _hampshire_agents() -> tuple[torch.Tensor, torch.Tensor]:
-    """Age group and initial stage per agent, in agent-id order."""
-    with resources.as_file(_data("25011_AgentsData.csv.gz")) as file, gzip.open(file, "rt") as f:
-        header = f.readline().strip().split(",")
-        rows = [line.split(",") for line in f.read().split("\n") if line]
-    if header != ["", "age_group", "stage"] or len(rows) != HAMPSHIRE_AGENTS:
+def _read_pairs(path: Path, num_nodes: int) -> torch.Tensor:
+    """The ``src,dst`` lines of a bundled network file as a ``[2, C]`` int64 tensor."""
+    with gzip.open(path, "rt") as handle:
+        pairs = np.loadtxt(handle, delimiter=",", dtype=np.int64, ndmin=2)
+    if pairs.shape[1] != 2 or pairs.min() < 0 or pairs.max() >= num_nodes:
         raise ValueError(
-            f"the bundled Hampshire agents file is damaged (header {header}, {len(rows)} rows); "
-            "reinstall lpm-graph."
+            f"{path} is not a network over agents 0..{num_nodes - 1} (shape {pairs.shape}); "
+            "delete the dataset's raw folder (or reinstall lpm-graph) to restore it."
         )
-    table = torch.tensor([[int(v) for v in row] for row in rows], dtype=torch.int64)
-    order = torch.argsort(table[:, 0])
-    if not torch.equal(table[order, 0], torch.arange(HAMPSHIRE_AGENTS)):
-        raise ValueError("the bundled Hampshire agents file does not list ids 0..70,915 once each.")
-    return table[order, 1].contiguous(), table[order, 2].contiguous()
+    return torch.from_numpy(pairs.T.copy())
+
+
+def _read_agents(path: Path, num_nodes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Age group and initial stage per agent, in agent-id order."""
+    with gzip.open(path, "rt") as handle:
+        header = handle.readline().strip().split(",")
+        table = np.loadtxt(handle, delimiter=",", dtype=np.int64, ndmin=2)
+    if header != ["", "age_group", "stage"] or table.shape != (num_nodes, 3):
+        raise ValueError(
+            f"{path} is damaged (header {header}, shape {table.shape}); delete the dataset's "
+            "raw folder (or reinstall lpm-graph) to restore it."
+        )
+    order = np.argsort(table[:, 0], kind="stable")
+    if not np.array_equal(table[order, 0], np.arange(num_nodes)):
+        raise ValueError(f"{path} does not list agent ids 0..{num_nodes - 1} once each.")
+    table = torch.from_numpy(table[order])
+    return table[:, 1].contiguous(), table[:, 2].contiguous()

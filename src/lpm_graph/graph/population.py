@@ -244,6 +244,31 @@ class PopulationGraph:
         out._csr = {rel: csr.to(device) for rel, csr in self._csr.items()}
         return out
 
+    def __copy__(self) -> PopulationGraph:
+        """A new graph whose stores can be changed without touching this one (tensors shared)."""
+        out = PopulationGraph.__new__(PopulationGraph)
+        out.data = copy.copy(self.data)
+        out._csr = dict(self._csr)
+        return out
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """Graph-level values (``graph.data.<name>``), e.g. a generator's ``erased_fraction``."""
+        return dict(self.data.to_dict().get("_global_store", {}))
+
+    def save(self, path: str | Path) -> None:
+        """Write the graph to ``path``; see :func:`lpm_graph.graph.storage.save_graph`."""
+        from .storage import save_graph
+
+        save_graph(self, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> PopulationGraph:
+        """Read a graph written by :meth:`save`."""
+        from .storage import load_graph
+
+        return load_graph(path)
+
     def __repr__(self) -> str:
         nodes = ", ".join(f"{t}={self.num_nodes(t):,}" for t in self.node_types)
         edges = ", ".join(f"{r[1]}={self.num_edges(r):,}" for r in self.relations)
