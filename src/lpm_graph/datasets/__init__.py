@@ -3,10 +3,14 @@
 from .base import Dataset, default_root
 from .bundled import MassachusettsCounty, hampshire_contact_network
 from .generators import complete_graph, erdos_renyi
+from .series import CountySeries, Series, StateILI
 
 __all__ = [
+    "CountySeries",
     "Dataset",
     "MassachusettsCounty",
+    "Series",
+    "StateILI",
     "complete_graph",
     "default_root",
     "erdos_renyi",
