@@ -2,7 +2,13 @@
 
 from .base import Dataset, default_root
 from .bundled import MassachusettsCounty, hampshire_contact_network
-from .generators import complete_graph, erdos_renyi
+from .generators import (
+    complete_graph,
+    configuration_model,
+    erdos_renyi,
+    stochastic_block_model,
+    watts_strogatz,
+)
 from .series import CountySeries, Series, StateILI
 
 __all__ = [
@@ -12,7 +18,10 @@ __all__ = [
     "Series",
     "StateILI",
     "complete_graph",
+    "configuration_model",
     "default_root",
     "erdos_renyi",
     "hampshire_contact_network",
+    "stochastic_block_model",
+    "watts_strogatz",
 ]
