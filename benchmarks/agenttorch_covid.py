@@ -1,6 +1,6 @@
 """AgentTorch 0.6.0's COVID model against lpm-graph's SEIRM: agent-steps per second.
 
-Run ``python benchmarks/agenttorch_covid.py`` (Hampshire County, MA: 70,916 agents and their
+Run ``python benchmarks/agenttorch_covid.py`` (Franklin County, MA: 70,916 agents and their
 GradABM contact network, 21 daily steps, 3 repeats; about 30 s on 2 cores) or
 ``--num-agents 1000000 --steps 10`` (a synthetic population; about 6 minutes, and AgentTorch
 peaks at ~12 GiB: its memory grows by ~0.9 GiB per step at this size, so 21 steps would need
@@ -13,7 +13,7 @@ Populations. ``--num-agents 70916`` (default) reads ``25011_AgentsData.csv`` (ag
 the copy bundled with lpm-graph; any other size (or ``--synthetic``) builds the population of
 ``seirm_step.py``'s ``population()``: every agent picks ``U{5..10}`` random partners, contacts
 undirected (degree 10 to 20 plus the contacts others picked, mean 15), age groups 0..7 with the
-Hampshire shares. Both systems get the same agents, ages and contacts, and 1% of the agents
+Franklin shares. Both systems get the same agents, ages and contacts, and 1% of the agents
 start infected (AgentTorch: a fixed random 1% in its stage I; ours: ``initial_infected=0.01``),
 since the data's own ``stage`` column seeds a single exposed agent.
 
@@ -67,7 +67,7 @@ script at run time; site-packages is not edited:
    a replacement that returns the same ``(edge_index, edge_attr)`` (each contact both ways, type
    1, weight 1) and no graph: the networkx graph is never read by the model, but every substep
    ``Controller.progress`` deep-copies the state and with it that graph, ~3 s per substep on
-   Hampshire (1.2e4 agent-steps/s instead of ~1e6; ``--keep-nx-graph`` keeps it, to measure).
+   Franklin (1.2e4 agent-steps/s instead of ~1e6; ``--keep-nx-graph`` keeps it, to measure).
 4. The heuristic policy returns ``torch.rand(N, 1)`` as the isolation decision, and the
    transmission multiplies new exposures by ``1 - will_isolate``: disease stages become
    fractions, and those agents are neither susceptible nor exposed, so they never progress
@@ -100,7 +100,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from sir_scale import peak_rss_gib, reset_peak_rss, timed  # noqa: E402
 
-HAMPSHIRE = 70_916
+FRANKLIN = 70_916
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared/data/gradabm_ma"
 AT_VERSION = "0.6.0"
@@ -134,7 +134,7 @@ def load_population(args):
     import torch
 
     n = args.num_agents
-    if n == HAMPSHIRE and not args.synthetic:
+    if n == FRANKLIN and not args.synthetic:
         agents = args.data_dir / "25011_AgentsData.csv"
         network = args.data_dir / "25011_random_network.csv"
         if agents.exists() and network.exists():
@@ -145,14 +145,14 @@ def load_population(args):
                 raise ValueError(f"{agents} does not list agents 0..{n - 1} once each")
             age = torch.from_numpy(table["age_group"].to_numpy()).long()
             pairs = torch.from_numpy(pd.read_csv(network, header=None).to_numpy()).t()
-            return pairs.long().contiguous(), age, f"Hampshire County, MA ({args.data_dir})"
-        from lpm_graph.datasets import hampshire_contact_network
+            return pairs.long().contiguous(), age, f"Franklin County, MA ({args.data_dir})"
+        from lpm_graph.datasets import franklin_contact_network
 
-        graph = hampshire_contact_network()
+        graph = franklin_contact_network()
         ei = graph.edge_index()
         keep = ei[0] <= ei[1]  # each contact once (self-loops are stored once)
         age = graph.node_attrs("agent")["age_group"]
-        return ei[:, keep].contiguous(), age, "Hampshire County, MA (bundled with lpm-graph)"
+        return ei[:, keep].contiguous(), age, "Franklin County, MA (bundled with lpm-graph)"
     from seirm_step import population
 
     graph = population(n, 0)
@@ -477,7 +477,7 @@ def table(args, at: dict | None, ours: dict) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--num-agents", type=int, default=HAMPSHIRE)
+    p.add_argument("--num-agents", type=int, default=FRANKLIN)
     p.add_argument("--steps", type=int, default=21)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))

@@ -6,7 +6,7 @@ table and writes it to ``--output``.
 
 Population: every agent picks ``U{5..10}`` partners uniformly at random and each contact is
 undirected, so degrees are 10 to 20 plus the contacts others picked (mean 15); age groups drawn
-with the Hampshire County shares of the bundled GradABM population. Model:
+with the Franklin County shares of the bundled GradABM population. Model:
 ``SEIRM(R=2.5, mortality=0.02)`` with the default fixed stays (E 3 days, I 5 days) and the Gamma
 kernel. The state is taken mid-epidemic: 1% seeded, then ``--warmup`` steps under ``no_grad``.
 
@@ -32,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from sir_scale import peak_rss_gib, reset_peak_rss, timed  # noqa: E402
 
-AGE_SHARES = (14468, 8137, 7865, 9450, 12140, 10983, 4588, 3285)  # Hampshire, 70,916 agents
+AGE_SHARES = (14468, 8137, 7865, 9450, 12140, 10983, 4588, 3285)  # Franklin, 70,916 agents
 
 
 def population(n: int, seed: int):

@@ -13,13 +13,13 @@ from . import __version__
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .datasets import hampshire_contact_network
+    from .datasets import franklin_contact_network
     from .protocols import SIR
     from .simulator import simulate
 
-    graph = hampshire_contact_network().to(args.device)
+    graph = franklin_contact_network().to(args.device)
     sir = SIR(args.transmission_rate, args.recovery_rate, dt=args.dt, order=args.order)
-    print(f"{graph}  (Hampshire County, MA; bundled GradABM contact network)")
+    print(f"{graph}  (Franklin County, MA; bundled GradABM contact network)")
     print(sir.plan())
     start = time.perf_counter()
     with torch.no_grad():
@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lpm-graph {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser(
-        "demo", help="network SIR on the bundled Hampshire County contact network"
+        "demo", help="network SIR on the bundled Franklin County contact network"
     )
     demo.add_argument(
         "--steps", type=_non_negative_int, default=120, help="number of steps (default 120)"

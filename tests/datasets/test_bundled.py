@@ -9,7 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from lpm_graph.datasets import MassachusettsCounty, hampshire_contact_network
+from lpm_graph.datasets import (
+    MassachusettsCounty,
+    franklin_contact_network,
+    hampshire_contact_network,
+)
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "gradabm_ma"
 
@@ -77,6 +81,12 @@ def test_unknown_county_names_the_available_ones():
 
 
 def test_in_memory_convenience_function():
-    graph = hampshire_contact_network(agents=False)
+    graph = franklin_contact_network(agents=False)
     assert graph.num_edges() == 499_982
     assert "age_group" not in graph.node_attrs()
+
+
+def test_the_old_misnamed_function_warns():
+    with pytest.warns(DeprecationWarning, match="Franklin"):
+        graph = hampshire_contact_network(agents=False)
+    assert graph.num_nodes() == 70_916

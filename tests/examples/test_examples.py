@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_hampshire_seirm_example_writes_the_plot(tmp_path):
+def test_franklin_seirm_example_writes_the_plot(tmp_path):
     pytest.importorskip("matplotlib")
     data = ROOT.parent / "shared/data/gradabm_ma/county_data.csv"
     if not data.exists():
@@ -19,7 +19,7 @@ def test_hampshire_seirm_example_writes_the_plot(tmp_path):
     out = tmp_path / "plot.png"
     args = ["--days", "6", "--replicates", "2", "--output", str(out)]
     done = subprocess.run(
-        [sys.executable, str(ROOT / "examples/hampshire_seirm.py"), *args],
+        [sys.executable, str(ROOT / "examples/franklin_seirm.py"), *args],
         capture_output=True,
         text=True,
         timeout=300,

@@ -239,15 +239,15 @@ def test_observables_by_age_add_up_and_reach_the_dataframe(replicates):
 
 
 @pytest.mark.slow
-def test_gradient_of_deaths_on_hampshire_matches_finite_differences():
+def test_gradient_of_deaths_on_franklin_matches_finite_differences():
     # d E[total deaths] / d R over 60 days, 50 seeds, against a central finite difference with
     # common random numbers. Deaths are Bernoulli(mortality) on leaving I, so E[deaths] =
     # mortality * E[agents who left I]: the estimator differentiates that (same expectation,
     # far less variance). Measured: 615.6 +- 86.9 (SE) against 595.9 +- 10.1; straight-through
     # gives 1,985 and raw deaths with 16 alternatives 507 +- 203.
-    from lpm_graph.datasets.bundled import hampshire_contact_network
+    from lpm_graph.datasets.bundled import franklin_contact_network
 
-    graph = hampshire_contact_network()
+    graph = franklin_contact_network()
     r0, mortality, h, seeds = 2.5, 0.02, 0.1, 50
 
     def run(r, **kwargs):

@@ -1,7 +1,7 @@
-"""Population datasets, generators and bundled real data."""
+"""Population datasets (PyG-style), generators, transforms and bundled real data."""
 
 from .base import Dataset, default_root
-from .bundled import MassachusettsCounty, hampshire_contact_network
+from .bundled import MassachusettsCounty, franklin_contact_network, hampshire_contact_network
 from .generators import (
     complete_graph,
     configuration_model,
@@ -10,18 +10,26 @@ from .generators import (
     watts_strogatz,
 )
 from .series import CountySeries, Series, StateILI
+from .synthetic import PopulationSpec, SyntheticPopulation, population_statistics
+from .transforms import Compose, PlacesAsNodes
 
 __all__ = [
+    "Compose",
     "CountySeries",
     "Dataset",
     "MassachusettsCounty",
+    "PlacesAsNodes",
+    "PopulationSpec",
     "Series",
     "StateILI",
+    "SyntheticPopulation",
     "complete_graph",
     "configuration_model",
     "default_root",
     "erdos_renyi",
+    "franklin_contact_network",
     "hampshire_contact_network",
+    "population_statistics",
     "stochastic_block_model",
     "watts_strogatz",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import shutil
+import warnings
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -15,7 +16,7 @@ import torch
 from ..graph import PopulationGraph
 from .base import Dataset, Transform
 
-__all__ = ["MassachusettsCounty", "hampshire_contact_network"]
+__all__ = ["MassachusettsCounty", "franklin_contact_network", "hampshire_contact_network"]
 
 # FIPS -> number of agents, for the counties whose agents and network are bundled.
 COUNTIES = {"25011": 70_916}
@@ -23,6 +24,9 @@ COUNTIES = {"25011": 70_916}
 
 class MassachusettsCounty(Dataset):
     r"""The synthetic population and contact network of a Massachusetts county (GradABM).
+
+    The bundled county is FIPS 25011, Franklin County (the GradABM data folder calls it
+    Hampshire, which is 25015; see ``PROVENANCE.md``).
 
     One :class:`~lpm_graph.PopulationGraph` with node type ``"agent"`` and the relation
     ``("agent", "contact", "agent")``. Every line of the network file is one undirected
@@ -35,7 +39,7 @@ class MassachusettsCounty(Dataset):
 
     The files are bundled with the package (public GradABM repository, MIT licence; see
     ``lpm_graph/datasets/data/gradabm_ma/PROVENANCE.md``); "downloading" copies them into
-    ``root/raw``. Only Hampshire County (FIPS 25011) has agents and a network; the daily
+    ``root/raw``. Only Franklin County (FIPS 25011) has agents and a network; the daily
     series of all 14 counties are in :class:`~lpm_graph.datasets.CountySeries`.
 
     **STATS** (county 25011, computed from the files):
@@ -126,8 +130,8 @@ class MassachusettsCounty(Dataset):
         return f"{type(self).__name__}({self.county!r})"
 
 
-def hampshire_contact_network(agents: bool = True) -> PopulationGraph:
-    """Hampshire County, MA (FIPS 25011): ``MassachusettsCounty("25011")`` read in memory.
+def franklin_contact_network(agents: bool = True) -> PopulationGraph:
+    """Franklin County, MA (FIPS 25011): ``MassachusettsCounty("25011")`` read in memory.
 
     70,916 agents, 249,991 undirected contacts (499,982 directed edges); with ``agents=True``
     the agents carry ``age_group`` and ``stage``. Nothing is written to disk.
@@ -137,6 +141,17 @@ def hampshire_contact_network(agents: bool = True) -> PopulationGraph:
         for name in ("age_group", "stage"):
             del graph.data["agent"][name]
     return graph
+
+
+def hampshire_contact_network(agents: bool = True) -> PopulationGraph:
+    """Deprecated: FIPS 25011 is Franklin County; use :func:`franklin_contact_network`."""
+    warnings.warn(
+        "hampshire_contact_network() is misnamed: the bundled county, FIPS 25011, is Franklin "
+        "County, MA (Hampshire is 25015). Use franklin_contact_network(); this alias will go.",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return franklin_contact_network(agents)
 
 
 def _bundled(name: str) -> Traversable:

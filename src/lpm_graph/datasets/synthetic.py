@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 AGE_BANDS = ((0, 19), (20, 29), (30, 39), (40, 49), (50, 59), (60, 69), (70, 79), (80, 89))
 """Years covered by the 8 age groups (80+ is drawn as 80-89: only ages <= 65 matter here)."""
 
-# Hampshire County, MA (FIPS 25011): census age shares and household sizes of the county's
+# Franklin County, MA (FIPS 25011): census age shares and household sizes of the county's
 # population parameters (GradABM 25011_generated_params.yaml, `age_ix_prob_list` and
 # `households_sizes_prob_list`; see data/gradabm_ma/PROVENANCE.md).
 CENSUS_AGE_SHARES = (
@@ -46,7 +46,7 @@ class PopulationSpec:
     """Everything that decides a synthetic population (besides its size and seed).
 
     Sources of the defaults: ``age_shares`` and ``household_sizes`` are the census shares of
-    Hampshire County, MA, and ``community_contacts`` its random-contact parameters (GradABM,
+    Franklin County, MA, and ``community_contacts`` its random-contact parameters (GradABM,
     see ``data/gradabm_ma/PROVENANCE.md``); ``school_size`` (526, mean US public school
     enrollment) and ``student_teacher_ratio`` (15.9) are NCES 2019 figures;
     ``workplace_exponent`` 1.06 is the tail exponent of US firm sizes, P(S >= s) ~ s^-1.06

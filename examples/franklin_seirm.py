@@ -1,6 +1,6 @@
-"""60 days of SEIRM on Hampshire County, MA, next to the county's observed cases and deaths.
+"""60 days of SEIRM on Franklin County, MA, next to the county's observed cases and deaths.
 
-    python examples/hampshire_seirm.py            # writes examples/output/hampshire_seirm.png
+    python examples/franklin_seirm.py            # writes examples/output/franklin_seirm.png
 
 The population is the bundled GradABM one (70,916 agents with age groups, their real contact
 network). The observed series are the daily cases and deaths of county 25011 in
@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from lpm_graph import simulate
-from lpm_graph.datasets.bundled import hampshire_contact_network
+from lpm_graph.datasets.bundled import franklin_contact_network
 from lpm_graph.protocols import SEIRM, Duration, EdgeTypeClosure, Schedule
 
 HERE = Path(__file__).resolve().parent
@@ -61,7 +61,7 @@ def main() -> None:
     p.add_argument("--replicates", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    p.add_argument("--output", type=Path, default=HERE / "output/hampshire_seirm.png")
+    p.add_argument("--output", type=Path, default=HERE / "output/franklin_seirm.png")
     args = p.parse_args()
 
     import matplotlib
@@ -69,7 +69,7 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    graph = hampshire_contact_network()
+    graph = franklin_contact_network()
     contacts = graph.relations[0][1]  # the one contact layer of this network
     lockdown = EdgeTypeClosure(
         contacts, Schedule([(args.lockdown_day, float("inf"), 1.0)]), args.compliance
@@ -107,7 +107,7 @@ def main() -> None:
         ax.plot(days, obs[name], "k.", label="observed, 7-day average")
         ax.set_xlabel(f"days after {start.isoformat()}")
         ax.set_ylabel(f"daily {name}" + (f" (onsets / {args.ascertainment:g})" * (name == "cases")))
-        ax.set_title(f"Hampshire County, MA: daily {name}")
+        ax.set_title(f"Franklin County, MA: daily {name}")
         ax.legend()
     args.output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.output, dpi=120)
