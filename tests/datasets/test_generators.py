@@ -18,7 +18,7 @@ from lpm_graph.datasets import (
     stochastic_block_model,
     watts_strogatz,
 )
-from lpm_graph.datasets.generators import _pair_stubs, _triangle_pair
+from lpm_graph.datasets._pairs import _pair_stubs, _triangle_pair
 
 
 def contacts(graph) -> set[tuple[int, int]]:

@@ -14,7 +14,8 @@ from lpm_graph.datasets.synthetic import (
     CENSUS_AGE_SHARES,
     CENSUS_HOUSEHOLD_SIZES,
     RANDOM_CONTACTS,
-    _clique_pairs,
+    _group_contacts,
+    _within_groups,
     population_statistics,
 )
 
@@ -202,11 +203,19 @@ def test_bad_size(bad):
         SyntheticPopulation(bad)
 
 
-def test_clique_pairs_by_hand():
-    u, v = _clique_pairs(np.arange(10), np.array([0, 3, 3, 7]), np.array([3, 0, 4, 1]))
-    assert list(zip(u.tolist(), v.tolist())) == [
-        (0, 1), (0, 2), (1, 2), (3, 4), (3, 5), (3, 6), (4, 5), (4, 6), (5, 6),
-    ]  # fmt: skip
+def test_pairs_within_groups_by_hand():
+    members = np.array([9, 8, 7, 3, 4, 5, 6, 0])
+    sizes = np.array([3, 0, 4, 1])
+    u, v = _within_groups(members, sizes, sizes * (sizes - 1) // 2, np.random.default_rng(0))
+    assert sorted(zip(u.tolist(), v.tolist())) == sorted(
+        [(9, 8), (9, 7), (8, 7), (3, 4), (3, 5), (3, 6), (4, 5), (4, 6), (5, 6)]
+    )
+    # a group of 10 with degree 4: 20 distinct pairs out of 45; one of 3 with degree 4: all 3
+    u, v = _group_contacts(np.arange(13), np.array([10, 3]), 4.0, np.random.default_rng(1))
+    pairs = set(zip(u.tolist(), v.tolist()))
+    assert len(pairs) == len(u) == 23
+    assert {(10, 11), (10, 12), (11, 12)} <= pairs
+    assert all(a < b and (a < 10) == (b < 10) for a, b in pairs)
 
 
 def test_places_as_nodes(population):

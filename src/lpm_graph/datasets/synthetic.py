@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..graph import PopulationGraph
+from ._pairs import _distinct, _pair_stubs, _sample_distinct, _triangle_pair
 from .base import Dataset, Transform
 
 __all__ = ["PopulationSpec", "SyntheticPopulation", "population_statistics"]
@@ -286,18 +287,19 @@ def generate_population(num_agents: int, seed: int, spec: PopulationSpec) -> Pop
     sizes = _household_sizes(n, spec, household_rng)
     age_group, age = _ages(n, sizes, spec, ages_rng, household_rng)
     household = np.repeat(np.arange(len(sizes)), sizes)
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    edges = {"household": _clique_pairs(np.arange(n), starts, sizes)}
+    edges = {
+        "household": _within_groups(np.arange(n), sizes, sizes * (sizes - 1) // 2, household_rng)
+    }
 
     worker = (age >= 20) & (age <= 64) & (work_rng.random(n) < spec.employment_rate)
     school, teachers, school_members, school_sizes = _schools(age, worker, spec, school_rng)
     worker[teachers] = False
     edges["school"] = _group_contacts(
-        school_members, school_sizes, spec.school_contacts, n, school_rng
+        school_members, school_sizes, spec.school_contacts, school_rng
     )
 
     workplace, work_members, work_sizes = _workplaces(worker, spec, work_rng)
-    edges["work"] = _group_contacts(work_members, work_sizes, spec.work_contacts, n, work_rng)
+    edges["work"] = _group_contacts(work_members, work_sizes, spec.work_contacts, work_rng)
 
     edges["community"], erased = _community(age_group, spec, community_rng)
 
@@ -466,69 +468,25 @@ def _workplaces(
 # ---------------------------------------------------------------------------- contacts
 
 
-def _clique_pairs(
-    members: np.ndarray, starts: np.ndarray, sizes: np.ndarray
+def _within_groups(
+    members: np.ndarray, sizes: np.ndarray, wanted: np.ndarray, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Every pair ``a < b`` within each group ``members[start : start + size]``."""
-    pairs = sizes * (sizes - 1) // 2
-    total = int(pairs.sum())
-    if total == 0:
-        return np.empty(0, np.int64), np.empty(0, np.int64)
-    group = np.repeat(np.arange(len(sizes)), pairs)
-    k = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(pairs) - pairs, pairs)
-    s = sizes[group]
-    # row a holds pairs (a, a+1..s-1); invert k = a (2s - a - 1) / 2 + (b - a - 1)
-    a = np.floor(((2 * s - 1) - np.sqrt((2.0 * s - 1) ** 2 - 8.0 * k)) / 2).astype(np.int64)
-    a -= (a * (2 * s - a - 1) // 2 > k).astype(np.int64)  # guard rounding at row ends
-    a += ((a + 1) * (2 * s - a - 2) // 2 <= k).astype(np.int64)
-    b = k - a * (2 * s - a - 1) // 2 + a + 1
-    base = starts[group]
-    return members[base + a], members[base + b]
+    """``wanted[g]`` distinct pairs drawn uniformly among the members of each group ``g``
+    (``members`` lists group 0's members, then group 1's, ...); every pair when ``wanted``
+    is ``size * (size - 1) / 2``."""
+    group, rank = _sample_distinct(wanted, sizes * (sizes - 1) // 2, rng)
+    i, j = _triangle_pair(rank)
+    start = (np.cumsum(sizes) - sizes)[group]
+    return members[start + i], members[start + j]
 
 
 def _group_contacts(
-    members: np.ndarray, sizes: np.ndarray, degree: float, num_agents: int, rng: np.random.Generator
+    members: np.ndarray, sizes: np.ndarray, degree: float, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """A uniform random graph with ``round(size * degree / 2)`` contacts within each group
-    (every pair when that is at least half of the pairs: the wanted number is then kept out
-    of all pairs, so small and dense groups are exact too)."""
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-    all_pairs = sizes * (sizes - 1) // 2
-    wanted = np.minimum(np.round(sizes * degree / 2).astype(np.int64), all_pairs)
-    dense = wanted * 2 > all_pairs
-    # dense groups: enumerate every pair and keep a random `wanted` of them
-    u, v = _clique_pairs(members, starts[dense], sizes[dense])
-    group = np.repeat(np.arange(int(dense.sum())), all_pairs[dense])
-    order = np.lexsort((rng.random(len(u)), group))
-    rank = np.arange(len(u)) - np.repeat(
-        np.cumsum(all_pairs[dense]) - all_pairs[dense], all_pairs[dense]
-    )
-    keep = order[rank < wanted[dense][group]]
-    dense_u, dense_v = u[keep], v[keep]
-    # sparse groups: draw pairs, drop self-pairs and repeats, draw again what is missing
-    sparse_index = np.full(len(sizes), -1, dtype=np.int64)
-    sparse_index[~dense] = np.arange(int((~dense).sum()))
-    group_of = np.full(num_agents, -1, dtype=np.int64)  # sparse group of each member
-    group_of[members] = sparse_index[np.repeat(np.arange(len(sizes)), sizes)]
-    sp_starts, sp_sizes, need = starts[~dense], sizes[~dense], wanted[~dense]
-    keys = np.empty(0, dtype=np.int64)  # sorted, distinct: lo * num_agents + hi
-    got = np.zeros(len(need), dtype=np.int64)
-    while (need > got).any():  # each round adds at most need - got pairs per group
-        gid = np.repeat(np.arange(len(need)), need - got)
-        a = np.floor(rng.random(len(gid)) * sp_sizes[gid]).astype(np.int64)
-        b = np.floor(rng.random(len(gid)) * sp_sizes[gid]).astype(np.int64)
-        ok = a != b
-        x, y = members[sp_starts[gid[ok]] + a[ok]], members[sp_starts[gid[ok]] + b[ok]]
-        fresh = np.unique(np.minimum(x, y) * num_agents + np.maximum(x, y))
-        if len(keys):
-            pos = np.searchsorted(keys, fresh)
-            seen = keys[np.minimum(pos, len(keys) - 1)] == fresh
-            keys = np.insert(keys, pos[~seen], fresh[~seen])
-        else:
-            keys = fresh
-        got = np.bincount(group_of[keys // num_agents], minlength=len(need))
-    lo, hi = keys // num_agents, keys % num_agents
-    return np.concatenate([dense_u, lo]), np.concatenate([dense_v, hi])
+    (every pair when the group has fewer pairs than that)."""
+    wanted = np.minimum(np.round(sizes * degree / 2).astype(np.int64), sizes * (sizes - 1) // 2)
+    return _within_groups(members, sizes, wanted, rng)
 
 
 def _community(
@@ -543,13 +501,11 @@ def _community(
         degree[idx] = _count_draws(mean, sd, len(idx), rng)
     if degree.sum() % 2:
         degree[rng.integers(n)] += 1
-    stubs = rng.permutation(np.repeat(np.arange(n, dtype=np.int64), degree))
-    a, b = stubs[0::2], stubs[1::2]
+    a, b = _pair_stubs(degree, rng)
     keep = a != b
-    keys = np.unique(np.minimum(a, b)[keep] * n + np.maximum(a, b)[keep])
+    keys = _distinct(np.minimum(a, b)[keep] * n + np.maximum(a, b)[keep])
     erased = len(a) - len(keys)
-    fraction = erased / max(len(a), 1)
-    return (keys // n, keys % n), (int(erased), float(fraction))
+    return (keys // n, keys % n), (int(erased), erased / max(len(a), 1))
 
 
 def _count_draws(mean: float, sd: float, size: int, rng: np.random.Generator) -> np.ndarray:
