@@ -58,16 +58,124 @@ def test_from_networkx_unweighted_has_no_edge_weight():
     assert graph.edge_weight() is None
 
 
+def assert_same_networkx(back, original):
+    """Exactly the same graph: type, nodes in order, node data, edges and edge data."""
+    assert type(back) is type(original)
+    assert list(back.nodes) == list(original.nodes)
+    assert dict(back.nodes(data=True)) == dict(original.nodes(data=True))
+    assert nx.utils.graphs_equal(back, original)  # adjacency with edge data, node data
+
+
+def labelled_nx_graph(cls, labels, weighted):
+    """Isolated node, self-loop, labels not 0..n-1, weights that float32 would round."""
+    g = cls()
+    g.add_nodes_from(labels)  # labels[4] stays isolated
+    a, b, c, d, _ = labels
+    edges = [(b, a, 0.1), (a, c, 1 / 3), (c, c, 2.5), (d, b, 1e-7), (c, d, 7.0)]
+    for u, v, w in edges:
+        g.add_edge(u, v, **({"strength": w} if weighted else {}))
+    for k, node in enumerate(labels):
+        g.nodes[node].update(age=20 + k, risk=k / 7, sick=k % 2 == 0)
+    return g
+
+
+@pytest.mark.parametrize("cls", [nx.Graph, nx.DiGraph])
+@pytest.mark.parametrize("weighted", [True, False], ids=["weighted", "unweighted"])
+@pytest.mark.parametrize(
+    "labels",
+    [
+        [0, 1, 2, 3, 4],
+        [40, 10, 30, 20, 99],
+        ["eve", "ann", "cy", "bob", "dan"],
+        [(0, 1), "a", 3.5, 7, frozenset({2})],
+    ],
+    ids=["ids", "int-labels", "str-labels", "mixed-labels"],
+)
+def test_networkx_round_trip_is_exact(cls, weighted, labels):
+    original = labelled_nx_graph(cls, labels, weighted)
+    graph = PopulationGraph.from_networkx(
+        original, weight="strength" if weighted else None, node_attrs=["age", "risk", "sick"]
+    )
+    assert graph.num_nodes() == 5
+    back = graph.to_networkx()
+    assert_same_networkx(back, original)
+    # and again through the device move (the undirected mark and weight name travel along)
+    assert_same_networkx(to_networkx(graph.to("cpu")), original)
+
+
+def test_networkx_round_trip_keeps_float64_node_and_edge_values():
+    g = nx.DiGraph()
+    g.add_edge(0, 1, weight=0.1)
+    g.nodes[0]["x"], g.nodes[1]["x"] = 0.1, 1e-300
+    graph = PopulationGraph.from_networkx(g, weight="weight", node_attrs=["x"])
+    assert graph.edge_weight().dtype == torch.float64
+    assert graph["agent"].x.dtype == torch.float64
+    back = graph.to_networkx()
+    assert back.edges[0, 1]["weight"] == 0.1  # float32 would give 0.10000000149...
+    assert back.nodes[1]["x"] == 1e-300
+
+
 @pytest.mark.parametrize("cls", [nx.Graph, nx.DiGraph])
 def test_networkx_round_trip(cls):
     original = weighted_nx_graph(cls)
     back = PopulationGraph.from_networkx(original, weight="weight").to_networkx()
-    assert isinstance(back, nx.DiGraph)
-    expected = original.to_directed() if cls is nx.Graph else original
-    assert sorted(back.nodes) == sorted(expected.nodes)
+    assert isinstance(back, cls)
+    assert sorted(back.nodes) == sorted(original.nodes)
     assert {(u, v): d["weight"] for u, v, d in back.edges(data=True)} == {
-        (u, v): d["weight"] for u, v, d in expected.edges(data=True)
+        (u, v): d["weight"] for u, v, d in original.edges(data=True)
     }
+
+
+def test_to_networkx_undirected_choice():
+    graph = PopulationGraph.from_networkx(weighted_nx_graph(nx.Graph), weight="weight")
+    assert graph["agent", "contact", "agent"].undirected is True
+    directed = graph.to_networkx(undirected=False)
+    assert isinstance(directed, nx.DiGraph)
+    assert directed.number_of_edges() == 8  # both directions of each contact
+    # a directed relation that happens to be symmetric may be asked for as a Graph
+    sym = PopulationGraph.from_edge_index(
+        torch.tensor([[0, 1, 2], [1, 0, 2]]), 3, edge_weight=torch.tensor([0.5, 0.5, 1.0])
+    )
+    assert isinstance(sym.to_networkx(), nx.DiGraph)
+    g = sym.to_networkx(undirected=True)
+    assert isinstance(g, nx.Graph) and not g.is_directed()
+    assert sorted(g.edges(data="weight")) == [(0, 1, 0.5), (2, 2, 1.0)]
+
+
+@pytest.mark.parametrize(
+    ("edge_index", "weight", "message"),
+    [
+        ([[0, 1], [1, 2]], None, r"the edge 0 -> 1 \(node ids, weight 0\) has no reverse 1 -> 0"),
+        (
+            [[0, 1], [1, 0]],
+            [0.5, 0.25],
+            r"the edge 1 -> 0 \(node ids, weight 0\.25\) has no reverse 0 -> 1",
+        ),
+        ([[0, 0, 1], [1, 1, 0]], None, r"the edge 0 -> 1 .* has no reverse 1 -> 0"),
+    ],
+    ids=["one-way", "different-weights", "parallel-one-way"],
+)
+def test_to_networkx_undirected_needs_symmetry(edge_index, weight, message):
+    graph = PopulationGraph.from_edge_index(
+        torch.tensor(edge_index), 3, edge_weight=None if weight is None else torch.tensor(weight)
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"relation \('agent', 'contact', 'agent'\) is not symmetric: "
+        + message
+        + r".*pass undirected=False",
+    ):
+        graph.to_networkx(undirected=True)
+
+
+def test_from_networkx_bad_node_attrs():
+    g = nx.Graph()
+    g.add_nodes_from([(0, {"age": 3}), (1, {"age": "old"}), (2, {})])
+    with pytest.raises(ValueError, match=r"node 2 has no 'age' attribute; set it on every node"):
+        PopulationGraph.from_networkx(g, node_attrs=["age"])
+    g.nodes[2]["age"] = 5
+    with pytest.raises(ValueError, match=r"'age' holds <U\d+ values; only numbers and bools"):
+        PopulationGraph.from_networkx(g, node_attrs=["age"])
 
 
 @pytest.mark.parametrize("cls", [nx.Graph, nx.DiGraph])
@@ -147,7 +255,69 @@ def test_scipy_round_trip(fmt):
     matrix = sp.csr_matrix(dense).asformat(fmt)
     back = PopulationGraph.from_scipy(matrix).to_scipy()
     assert back.shape == (6, 6)
-    np.testing.assert_allclose(back.toarray(), dense, rtol=1e-6)
+    np.testing.assert_array_equal(back.toarray(), dense)
+
+
+def canonical_csr(matrix):
+    out = sp.csr_array(matrix, copy=True)
+    out.sum_duplicates()
+    return out
+
+
+def assert_same_csr(back, expected):
+    assert isinstance(back, sp.csr_array)
+    assert back.shape == expected.shape
+    assert back.dtype == expected.dtype
+    assert back.has_canonical_format
+    assert (back != expected).nnz == 0
+    np.testing.assert_array_equal(back.indptr, expected.indptr)
+    np.testing.assert_array_equal(back.indices, expected.indices)  # explicit zeros included
+    np.testing.assert_array_equal(back.data, expected.data)
+
+
+@pytest.mark.parametrize(
+    "dtype", [np.float64, np.float32, np.int64, np.int32, np.uint8, np.bool_], ids=str
+)
+@pytest.mark.parametrize("fmt", ["csr", "csc", "coo", "lil", "dok"])
+def test_scipy_round_trip_is_exact(dtype, fmt):
+    gen = np.random.default_rng(1)
+    mask = gen.random((7, 7)) < 0.35
+    values = (
+        gen.uniform(0.0, 50.0, (7, 7))
+        if dtype in (np.float64, np.float32)
+        else gen.integers(1, 9, (7, 7))
+    )
+    dense = (mask * values).astype(dtype)
+    if dtype is np.float64:
+        dense[0, 1] = 0.1  # float32 would round it
+    matrix = sp.csr_array(dense).asformat(fmt)
+    graph = PopulationGraph.from_scipy(matrix)
+    assert_same_csr(graph.to_scipy(), canonical_csr(matrix))
+    if dtype in (np.float64, np.float32):
+        assert graph.edge_weight().dtype == getattr(torch, np.dtype(dtype).name)
+
+
+def test_scipy_round_trip_keeps_stored_zeros_and_sums_duplicates():
+    # COO with a duplicate (0, 1) twice and an explicitly stored zero at (2, 0)
+    matrix = sp.coo_array(
+        (np.array([1.5, 2.25, 0.0, 4.0]), (np.array([0, 0, 2, 1]), np.array([1, 1, 0, 2]))),
+        shape=(3, 3),
+    )
+    graph = PopulationGraph.from_scipy(matrix)
+    assert edge_set(graph) == {(1, 0): 3.75, (0, 2): 0.0, (2, 1): 4.0}  # zero kept as an edge
+    back = graph.to_scipy()
+    assert back.nnz == 3
+    assert_same_csr(back, canonical_csr(matrix))
+    assert matrix.nnz == 4  # the caller's matrix is untouched
+
+
+def test_scipy_rejects_complex_and_huge_integers():
+    with pytest.raises(
+        ValueError, match=r"matrix values must be real numbers or bools, got complex128"
+    ):
+        PopulationGraph.from_scipy(sp.csr_array(np.array([[0, 1j], [0, 0]])))
+    with pytest.raises(ValueError, match=r"int64 values beyond 2\*\*53"):
+        PopulationGraph.from_scipy(sp.csr_array(np.array([[0, 2**60], [0, 0]])))
 
 
 def test_symmetric_scipy_matrix_gives_both_directions():

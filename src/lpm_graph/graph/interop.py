@@ -1,76 +1,140 @@
-"""Conversions between PopulationGraph and networkx, scipy.sparse, edge-list files and PyG."""
+"""Conversions between PopulationGraph and networkx, scipy.sparse and PyG (files: :mod:`.io`)."""
 
 from __future__ import annotations
 
-import gzip
-from pathlib import Path
-from typing import TYPE_CHECKING
+import numbers
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from torch import Tensor
 from torch_geometric.data import Data, HeteroData
 
+from .io import read_edge_list  # noqa: F401  (moved to .io; still importable from here)
 from .population import DEFAULT_EDGE_TYPE, DEFAULT_NODE_TYPE, PopulationGraph, Relation
 
 if TYPE_CHECKING:
     import networkx as nx
     import scipy.sparse as sp
 
-__all__ = ["from_networkx", "from_pyg", "from_scipy", "read_edge_list", "to_networkx", "to_scipy"]
+__all__ = ["from_networkx", "from_pyg", "from_scipy", "to_networkx", "to_scipy"]
 
 
 def from_networkx(
     graph: nx.Graph,
     *,
     weight: str | None = None,
+    node_attrs: Sequence[str] = (),
     node_type: str = DEFAULT_NODE_TYPE,
     edge_type: str = DEFAULT_EDGE_TYPE,
     **kwargs: object,
 ) -> PopulationGraph:
-    """A networkx graph as one node type and one relation.
+    """A networkx graph as one node type and one relation; :func:`to_networkx` undoes it.
 
-    Nodes are numbered in ``graph.nodes`` order (the original labels are kept as
-    ``graph["agent"].node_label`` when they are not already ``0..n-1``). An undirected edge
-    ``{u, v}`` becomes the two directed edges ``u -> v`` and ``v -> u``; a directed graph keeps its
-    direction. With ``weight="weight"`` the edge attribute becomes ``edge_weight``.
+    Nodes are numbered in ``graph.nodes`` order. Labels that are not ``0..n-1`` are kept:
+    integers as the int64 tensor ``graph["agent"].node_label``, anything else as the list
+    ``graph["agent"].node_labels``. An undirected edge ``{u, v}`` becomes the two directed
+    edges ``u -> v`` and ``v -> u`` and the relation is marked ``undirected``; a directed graph
+    keeps its direction.
+
+    Args:
+        graph: a ``networkx.Graph`` or ``DiGraph``.
+        weight: an edge attribute to read as ``edge_weight`` (float64, so the values come back
+            exactly; its name is kept as the relation's ``weight_name``).
+        node_attrs: numeric node attributes to copy as per-node tensors (ints -> int64,
+            floats -> float64, bools -> bool); every node must have them.
+        node_type, edge_type: names of the node type and the relation; other keyword
+            arguments go to :meth:`PopulationGraph.from_edge_index`.
     """
     import networkx as nx
 
     nodes = list(graph.nodes)
     index = {node: k for k, node in enumerate(nodes)}
-    pairs = [(index[u], index[v]) for u, v in graph.edges()]
-    weights = None
-    if weight is not None:
-        try:
-            weights = [float(d[weight]) for _, _, d in graph.edges(data=True)]
-        except KeyError as err:
-            raise ValueError(
-                f"weight={weight!r}: an edge of the networkx graph has no {weight!r} attribute; "
-                "set it on every edge or pass weight=None."
-            ) from err
+    pairs, weights = [], []
+    for u, v, d in graph.edges(data=True):
+        pairs.append((index[u], index[v]))
+        if weight is not None:
+            if weight not in d:
+                raise ValueError(
+                    f"weight={weight!r}: an edge of the networkx graph has no {weight!r} "
+                    "attribute; set it on every edge or pass weight=None."
+                )
+            try:
+                weights.append(float(d[weight]))
+            except (TypeError, ValueError) as err:
+                raise ValueError(
+                    f"weight={weight!r}: the edge {u!r} -> {v!r} has the non-numeric weight "
+                    f"{d[weight]!r}; edge weights must be numbers."
+                ) from err
+    attrs = {name: _node_attr(graph, nodes, name) for name in node_attrs}
     edge_index = torch.tensor(pairs, dtype=torch.long).reshape(-1, 2).t().contiguous()
-    edge_weight = None if weights is None else torch.tensor(weights)
     out = PopulationGraph.from_edge_index(
         edge_index,
         len(nodes),
-        edge_weight=edge_weight,
+        edge_weight=None if weight is None else torch.tensor(weights, dtype=torch.float64),
         undirected=not isinstance(graph, nx.DiGraph),
         node_type=node_type,
         edge_type=edge_type,
         **kwargs,  # type: ignore[arg-type]
     )
+    if weight is not None:
+        out.data[node_type, edge_type, node_type].weight_name = weight
+    store = out.data[node_type]
+    for name, value in attrs.items():
+        store[name] = value
     if nodes != list(range(len(nodes))):
-        try:
-            out.set_node_attrs(node_type, node_label=torch.as_tensor(nodes))
-        except (TypeError, ValueError, RuntimeError):
-            out.data[node_type].node_labels = nodes  # non-numeric labels stay a Python list
+        integral = all(isinstance(x, numbers.Integral) and not isinstance(x, bool) for x in nodes)
+        if integral and all(-(2**63) <= x < 2**63 for x in nodes):
+            store.node_label = torch.tensor([int(x) for x in nodes], dtype=torch.long)
+        else:
+            store.node_labels = nodes  # other labels stay a Python list
     return out
 
 
-def to_networkx(graph: PopulationGraph, relation: Relation | None = None) -> nx.DiGraph:
-    """One relation as a ``networkx.DiGraph`` over ``0..n-1`` (weights as ``"weight"``).
+def _node_attr(graph: nx.Graph, nodes: list[Any], name: str) -> Tensor:
+    if name in ("node_label", "node_labels", "num_nodes"):
+        raise ValueError(f"node_attrs: {name!r} is a reserved name; rename the node attribute.")
+    values = []
+    for node in nodes:
+        data = graph.nodes[node]
+        if name not in data:
+            raise ValueError(
+                f"node_attrs: node {node!r} has no {name!r} attribute; set it on every node "
+                f"or leave {name!r} out of node_attrs."
+            )
+        values.append(data[name])
+    array = np.asarray(values)
+    if array.dtype.kind not in "biuf" or array.dtype.itemsize > 8:
+        raise ValueError(
+            f"node_attrs: the node attribute {name!r} holds {array.dtype} values; only numbers "
+            "and bools become tensors."
+        )
+    if array.dtype.kind in "iu":
+        if array.size and array.max() > np.iinfo(np.int64).max:
+            raise ValueError(f"node_attrs: the node attribute {name!r} exceeds int64.")
+        array = array.astype(np.int64)
+    elif array.dtype.kind == "f":
+        array = array.astype(np.float64)
+    return torch.from_numpy(array)
 
-    The relation must join a node type to itself; parallel edges collapse (networkx keeps one).
+
+def to_networkx(
+    graph: PopulationGraph, relation: Relation | None = None, *, undirected: bool | None = None
+) -> nx.Graph | nx.DiGraph:
+    """One relation as a networkx graph; the inverse of :func:`from_networkx`.
+
+    Args:
+        graph: the population graph.
+        relation: a relation within one node type (default: the only one).
+        undirected: ``True``: a ``networkx.Graph`` (the relation must be symmetric, weights
+            included); ``False``: a ``DiGraph``; ``None`` (default): a ``Graph`` when the
+            relation was built undirected (its ``undirected`` mark), else a ``DiGraph``.
+
+    Nodes come in id order under their original labels (``node_label`` / ``node_labels``,
+    see :func:`from_networkx`), with every 1-D node tensor as a node attribute (Python
+    numbers). Weights are written under the relation's ``weight_name`` (default
+    ``"weight"``). Parallel edges collapse (networkx keeps the last one).
     """
     import networkx as nx
 
@@ -80,16 +144,79 @@ def to_networkx(graph: PopulationGraph, relation: Relation | None = None) -> nx.
             f"to_networkx needs a relation within one node type, got {rel}; convert a "
             "bipartite relation with to_scipy instead."
         )
-    out = nx.DiGraph()
-    out.add_nodes_from(range(graph.num_nodes(rel[0])))
+    store = graph.data[rel]
+    if undirected is None:
+        undirected = bool(store.get("undirected", False))
     ei = graph.edge_index(rel).cpu().numpy()
     weight = graph.edge_weight(rel)
-    if weight is None:
-        out.add_edges_from(zip(ei[0].tolist(), ei[1].tolist()))
+    w = None if weight is None else weight.detach().cpu().numpy()
+    if undirected:
+        _check_symmetric(ei, w, rel)
+    n = graph.num_nodes(rel[0])
+    node_store = graph.data[rel[0]]
+    labels, label_key = _labels(node_store, n)
+    columns = {
+        name: value.detach().cpu().tolist()
+        for name, value in node_store.items()
+        if torch.is_tensor(value) and value.dim() == 1 and name != label_key
+    }
+    out = nx.Graph() if undirected else nx.DiGraph()
+    out.add_nodes_from(
+        (label, {name: values[k] for name, values in columns.items()})
+        for k, label in enumerate(labels)
+    )
+    src = [labels[j] for j in ei[0].tolist()]
+    dst = [labels[i] for i in ei[1].tolist()]
+    if w is None:
+        out.add_edges_from(zip(src, dst))
     else:
-        w = weight.detach().cpu().numpy().tolist()
-        out.add_weighted_edges_from(zip(ei[0].tolist(), ei[1].tolist(), w))
+        name = store.get("weight_name", "weight")
+        out.add_weighted_edges_from(zip(src, dst, w.tolist()), weight=name)
     return out
+
+
+def _labels(node_store: Any, n: int) -> tuple[list[Any], str | None]:
+    """The node labels kept by :func:`from_networkx` (if still valid) and their key."""
+    labels = node_store.get("node_labels")
+    if isinstance(labels, list) and len(labels) == n:
+        labels = [_unlist(label) for label in labels]
+        if len(set(labels)) == n:
+            return labels, "node_labels"
+    label = node_store.get("node_label")
+    if torch.is_tensor(label) and label.dim() == 1 and not label.is_floating_point():
+        values = label.tolist()
+        if len(set(values)) == n:
+            return values, "node_label"
+    return list(range(n)), None
+
+
+def _unlist(label: Any) -> Any:
+    """Undo PyG's ``.to()``, which turns tuples in a stored list into lists: a networkx node is
+    hashable, so a list label was a tuple."""
+    return tuple(_unlist(x) for x in label) if isinstance(label, list) else label
+
+
+def _check_symmetric(ei: np.ndarray, w: np.ndarray | None, rel: Relation) -> None:
+    """Raise unless the multiset of edges ``(j, i, w)`` equals that of ``(i, j, w)``."""
+    src, dst = ei
+    w = np.zeros(src.shape[0]) if w is None else w
+    forward = np.lexsort((w, dst, src))
+    reverse = np.lexsort((w, src, dst))
+    a = (src[forward], dst[forward], w[forward])  # sorted edges
+    b = (dst[reverse], src[reverse], w[reverse])  # sorted reversed edges
+    differ = (a[0] != b[0]) | (a[1] != b[1]) | (a[2] != b[2])
+    if not bool(differ.any()):
+        return
+    k = int(differ.argmax())
+    # the smaller of the two tuples occurs more often on its side: that edge lacks a reverse
+    ta, tb = tuple(x[k] for x in a), tuple(x[k] for x in b)
+    e = int(forward[k] if ta < tb else reverse[k])
+    j, i = int(src[e]), int(dst[e])
+    raise ValueError(
+        f"relation {rel} is not symmetric: the edge {j} -> {i} (node ids, weight "
+        f"{float(w[e]):g}) has no reverse {i} -> {j} with the same weight; pass "
+        "undirected=False for a networkx DiGraph."
+    )
 
 
 def from_scipy(
@@ -100,9 +227,15 @@ def from_scipy(
     edge_type: str = DEFAULT_EDGE_TYPE,
     **kwargs: object,
 ) -> PopulationGraph:
-    """A square sparse adjacency where ``A[i, j] != 0`` is the edge ``j -> i`` (message from
-    ``j`` to ``i``, as in ``A @ x``). Stored values become ``edge_weight`` unless
-    ``weighted=False``. A symmetric matrix gives both directions of each contact."""
+    """A square sparse adjacency where a stored ``A[i, j]`` is the edge ``j -> i`` (message
+    from ``j`` to ``i``, as in ``A @ x``); :func:`to_scipy` undoes it.
+
+    Stored values become ``edge_weight`` unless ``weighted=False``. Duplicate entries are
+    summed first; stored zeros are kept as zero-weight edges (so the sparsity pattern comes
+    back). Float values keep their dtype; integer and bool values are held as float64
+    (exact up to 2**53) and their dtype is kept as the relation's ``weight_dtype``. A
+    symmetric matrix gives both directions of each contact.
+    """
     import scipy.sparse as sp
 
     if not sp.issparse(matrix):
@@ -112,25 +245,42 @@ def from_scipy(
         )
     if matrix.shape[0] != matrix.shape[1]:
         raise ValueError(f"matrix must be square (agents x agents), got shape {matrix.shape}.")
-    coo = sp.coo_array(matrix)
+    coo = sp.coo_array(matrix, copy=True)  # sum_duplicates must not touch the caller's arrays
     coo.sum_duplicates()
     rows = torch.from_numpy(coo.row.astype(np.int64))
     cols = torch.from_numpy(coo.col.astype(np.int64))
     edge_index = torch.stack([cols, rows])
-    edge_weight = torch.from_numpy(coo.data.astype(np.float32)) if weighted else None
-    return PopulationGraph.from_edge_index(
+    values, dtype = coo.data, None
+    if weighted and values.dtype.kind in "biu":
+        dtype = values.dtype.name
+        if values.size and np.abs(values.astype(np.float64)).max() > 2**53:
+            raise ValueError(
+                f"matrix has {dtype} values beyond 2**53, which float64 edge weights cannot "
+                "hold exactly; rescale them or convert the matrix to float first."
+            )
+        values = values.astype(np.float64)
+    elif weighted and values.dtype not in (np.float16, np.float32, np.float64):
+        raise ValueError(
+            f"matrix values must be real numbers or bools, got {values.dtype}; convert it "
+            "(e.g. abs(matrix)) or pass weighted=False."
+        )
+    out = PopulationGraph.from_edge_index(
         edge_index,
         matrix.shape[0],
-        edge_weight=edge_weight,
+        edge_weight=torch.from_numpy(np.ascontiguousarray(values)) if weighted else None,
         node_type=node_type,
         edge_type=edge_type,
         **kwargs,  # type: ignore[arg-type]
     )
+    if dtype is not None:
+        out.data[node_type, edge_type, node_type].weight_dtype = dtype
+    return out
 
 
 def to_scipy(graph: PopulationGraph, relation: Relation | None = None) -> sp.csr_array:
-    """A relation as a scipy CSR adjacency ``A[i, j]`` for the edge ``j -> i`` (parallel edges
-    add up)."""
+    """A relation as a canonical scipy CSR adjacency ``A[i, j]`` for the edge ``j -> i``
+    (parallel edges add up; indices sorted). Values have the weights' dtype (or the
+    ``weight_dtype`` kept by :func:`from_scipy`); an unweighted relation gives float32 ones."""
     import scipy.sparse as sp
 
     rel = graph.relation(relation)
@@ -139,98 +289,13 @@ def to_scipy(graph: PopulationGraph, relation: Relation | None = None) -> sp.csr
     data = (
         np.ones(ei.shape[1], dtype=np.float32) if weight is None else weight.detach().cpu().numpy()
     )
+    dtype = graph.data[rel].get("weight_dtype")
+    if dtype is not None and weight is not None:
+        data = data.astype(dtype)
     shape = (graph.num_nodes(rel[2]), graph.num_nodes(rel[0]))
-    return sp.csr_array((data, (ei[1], ei[0])), shape=shape)
-
-
-def read_edge_list(
-    path: str | Path,
-    *,
-    num_nodes: int | None = None,
-    delimiter: str | None = None,
-    undirected: bool = False,
-    weighted: bool = False,
-    skip_header: bool | None = None,
-    node_type: str = DEFAULT_NODE_TYPE,
-    edge_type: str = DEFAULT_EDGE_TYPE,
-    **kwargs: object,
-) -> PopulationGraph:
-    """Read ``src<delim>dst[<delim>weight]`` lines (``.gz`` read transparently).
-
-    Args:
-        path: the file.
-        num_nodes: number of agents; default ``max id + 1``.
-        delimiter: ``","``, ``"\\t"``, ... ; default: comma if the first data line has one,
-            else whitespace.
-        undirected: each line is one undirected contact (both directions are added).
-        weighted: read a third column as ``edge_weight``.
-        skip_header: skip the first line; default: skip it when it is not numeric.
-
-    Lines starting with ``#`` and blank lines are ignored. A malformed line raises a
-    ValueError naming the file, the line number and the content; nothing is half-loaded.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise ValueError(f"edge list {str(path)!r} does not exist; check the path.")
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt") as handle:  # type: ignore[operator]
-        lines = handle.read().splitlines()
-    first = next(
-        (k for k, line in enumerate(lines) if line.strip() and not line.startswith("#")), None
-    )
-    if first is None:
-        raise ValueError(f"edge list {str(path)!r} has no edges; expected 'src,dst' lines.")
-    if delimiter is None:
-        delimiter = "," if "," in lines[first] else None
-    if skip_header is None:
-        head = lines[first].split(delimiter)
-        skip_header = not all(_is_number(tok) for tok in head[:2])
-    ncols = 3 if weighted else 2
-    src, dst, wts = [], [], []
-    for lineno, line in enumerate(lines, start=1):
-        if (skip_header and lineno - 1 == first) or not line.strip() or line.startswith("#"):
-            continue
-        parts = line.split(delimiter)
-        if len(parts) < ncols:
-            raise ValueError(
-                f"{path}:{lineno}: expected {ncols} columns "
-                f"(src, dst{', weight' if weighted else ''}), "
-                f"got {line!r}; fix the line or pass the right delimiter=."
-            )
-        try:
-            j, i = int(parts[0]), int(parts[1])
-            if weighted:
-                wts.append(float(parts[2]))
-        except ValueError as err:
-            raise ValueError(
-                f"{path}:{lineno}: node ids must be integers (and weights numbers), got {line!r}; "
-                "fix the line or relabel the nodes to 0..n-1."
-            ) from err
-        src.append(j)
-        dst.append(i)
-    edge_index = torch.tensor([src, dst], dtype=torch.long)
-    if num_nodes is None:
-        num_nodes = int(edge_index.max()) + 1 if edge_index.numel() else 0
-    try:
-        return PopulationGraph.from_edge_index(
-            edge_index,
-            num_nodes,
-            edge_weight=torch.tensor(wts) if weighted else None,
-            undirected=undirected,
-            node_type=node_type,
-            edge_type=edge_type,
-            **kwargs,  # type: ignore[arg-type]
-        )
-    except ValueError as err:
-        raise ValueError(f"{path}: {err}") from err
-
-
-def _is_number(token: str) -> bool:
-    try:
-        float(token)
-    except ValueError:
-        return False
-    return True
+    out = sp.csr_array((data, (ei[1], ei[0])), shape=shape)
+    out.sum_duplicates()
+    return out
 
 
 def from_pyg(data: Data | HeteroData, **kwargs: object) -> PopulationGraph:

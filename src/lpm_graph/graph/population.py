@@ -86,7 +86,8 @@ class PopulationGraph:
             num_nodes: number of agents; ids must be in ``[0, num_nodes)``.
             edge_weight: optional ``[E]`` non-negative weights.
             undirected: if True, each listed pair is one undirected contact and the reverse
-                edge is added (weights copied); a self-loop stays a single edge.
+                edge is added (weights copied); a self-loop stays a single edge. The relation
+                is marked ``undirected = True`` (read by ``to_networkx``).
             node_type, edge_type: names of the node type and the relation.
         """
         num_nodes = _check_num_nodes(num_nodes)
@@ -102,6 +103,8 @@ class PopulationGraph:
         store.edge_index = edge_index
         if edge_weight is not None:
             store.edge_weight = edge_weight
+        if undirected:
+            store.undirected = True
         return cls(data, allow_self_loops=allow_self_loops, allow_duplicates=allow_duplicates)
 
     @classmethod
@@ -120,10 +123,19 @@ class PopulationGraph:
 
     @classmethod
     def from_edge_list(cls, path: str | Path, **kwargs: Any) -> PopulationGraph:
-        """From a text edge list; see :func:`lpm_graph.graph.interop.read_edge_list`."""
-        from .interop import read_edge_list
+        """From an edge list file; see :func:`lpm_graph.graph.io.read_edge_list`."""
+        from .io import read_edge_list
 
         return read_edge_list(path, **kwargs)
+
+    @classmethod
+    def from_files(
+        cls, edges: str | Path, nodes: str | Path | None = None, **kwargs: Any
+    ) -> PopulationGraph:
+        """From an edge list and a node table file; see :func:`lpm_graph.graph.io.from_files`."""
+        from .io import from_files
+
+        return from_files(edges, nodes, **kwargs)
 
     @classmethod
     def from_pyg(cls, data: Data | HeteroData, **kwargs: Any) -> PopulationGraph:
@@ -137,11 +149,13 @@ class PopulationGraph:
         """The underlying ``HeteroData`` (shared, not copied)."""
         return self.data
 
-    def to_networkx(self, relation: Relation | None = None) -> nx.DiGraph:
-        """One relation as a networkx ``DiGraph``; see :func:`lpm_graph.graph.interop`."""
+    def to_networkx(
+        self, relation: Relation | None = None, *, undirected: bool | None = None
+    ) -> nx.Graph | nx.DiGraph:
+        """One relation as a networkx graph; see :func:`lpm_graph.graph.interop.to_networkx`."""
         from .interop import to_networkx
 
-        return to_networkx(self, relation)
+        return to_networkx(self, relation, undirected=undirected)
 
     def to_scipy(self, relation: Relation | None = None) -> sp.csr_array:
         """One relation as a scipy CSR adjacency with ``A[i, j]`` for the edge ``j -> i``."""
