@@ -13,7 +13,7 @@ import torch
 from torch_geometric.data import Data, HeteroData
 
 from lpm_graph import PopulationGraph
-from lpm_graph.datasets import hampshire_contact_network
+from lpm_graph.datasets import franklin_contact_network
 from lpm_graph.graph import from_pyg, read_edge_list, to_networkx, to_scipy
 from lpm_graph.ops import propagate
 
@@ -534,23 +534,23 @@ def test_edge_list_missing_or_empty_file(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def hampshire():
-    return hampshire_contact_network()
+def franklin():
+    return franklin_contact_network()
 
 
-def test_hampshire_counts(hampshire):
-    assert hampshire.node_types == ["agent"]
-    assert hampshire.num_nodes() == 70_916
+def test_franklin_counts(franklin):
+    assert franklin.node_types == ["agent"]
+    assert franklin.num_nodes() == 70_916
     # 249,991 contacts (179 of them self-loops), each stored in both directions
-    assert hampshire.num_edges() == 499_982
-    ei = hampshire.edge_index()
+    assert franklin.num_edges() == 499_982
+    ei = franklin.edge_index()
     assert int(ei.min()) == 0
     assert int(ei.max()) == 70_915
-    assert hampshire.edge_weight() is None
+    assert franklin.edge_weight() is None
 
 
-def test_hampshire_is_undirected_line_by_line(hampshire):
-    ei = hampshire.edge_index()
+def test_franklin_is_undirected_line_by_line(franklin):
+    ei = franklin.edge_index()
     lines = 249_991
     forward = ei[:, :lines]
     not_loop = forward[0] != forward[1]

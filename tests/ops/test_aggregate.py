@@ -360,3 +360,17 @@ def test_auto_and_none_resolve_to_csr():
 def test_missing_torch_scatter_says_how_to_install_it():
     with pytest.raises(ValueError, match=r"torch_scatter.*pip install lpm-graph\[scatter\]"):
         resolve_backend("torch_scatter")
+
+
+@pytest.mark.parametrize("backend", ["csr", "native"])
+@pytest.mark.parametrize("reduce", ["sum", "mean", "max"])
+def test_float64_weights_with_float32_features_give_float32_on_every_backend(backend, reduce):
+    from lpm_graph.datasets import erdos_renyi
+
+    graph = erdos_renyi(50, 4, seed=1)
+    weight = torch.rand(graph.num_edges(), dtype=torch.float64)
+    x = torch.rand(50)
+    out = propagate(graph.csr(), x, weight, reduce=reduce, backend=backend)
+    assert out.dtype == torch.float32
+    ref = propagate(graph.csr(), x.double(), weight, reduce=reduce, backend=backend)
+    torch.testing.assert_close(out, ref.float())

@@ -143,7 +143,8 @@ def propagate(
     Args:
         csr: the relation's cached CSR (``PopulationGraph.csr(relation)``).
         x: source-node feature, ``[num_src]`` or ``[num_src, *F]``.
-        edge_weight: ``None`` (1), a scalar, or ``[E]`` in the caller's edge order.
+        edge_weight: ``None`` (1), a scalar, or ``[E]`` in the caller's edge order; used in
+            ``x``'s dtype (float64 weights with float32 ``x`` give float32 on every backend).
         reduce: ``"sum"`` (default), ``"mean"``, ``"max"``, ``"min"`` or ``"prod"``.
         backend: see :func:`resolve_backend`.
 
@@ -154,6 +155,8 @@ def propagate(
     backend = resolve_backend(backend)
     if not torch.is_tensor(edge_weight) and edge_weight is not None:
         edge_weight = torch.as_tensor(edge_weight, dtype=x.dtype, device=x.device)
+    elif edge_weight is not None and edge_weight.dtype != x.dtype and x.is_floating_point():
+        edge_weight = edge_weight.to(x.dtype)  # every backend computes in x's dtype
     if backend == "csr" and reduce in ("sum", "mean"):
         values = _edge_values(csr, edge_weight)
         if values is None:
