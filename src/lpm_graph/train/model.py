@@ -1,0 +1,130 @@
+"""A simulator as a forecasting model: parameters in, daily series of observables out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..graph import PopulationGraph
+from ..protocols.base import Protocol
+from ..simulator import Simulator
+
+__all__ = ["ParameterSet", "SimulatorModel"]
+
+
+class ParameterSet(nn.ModuleDict):
+    """Named parameter modules (:class:`~lpm_graph.train.Bounded`, ``Weekly``, ...);
+    calling it returns ``{name: module()}``."""
+
+    def forward(self) -> dict[str, Tensor]:  # type: ignore[override]
+        return {name: module() for name, module in self.items()}
+
+
+class SimulatorModel(nn.Module):
+    """A protocol on a graph, driven by learnable parameters, returning daily observables.
+
+    ``model()`` sets each protocol parameter named by ``parameters()`` (e.g.
+    ``reproduction_number`` per step from a :class:`~lpm_graph.train.Weekly`, ``mortality``
+    from a :class:`~lpm_graph.train.Bounded`, or all of them from a
+    :class:`~lpm_graph.train.CalibNN`), runs ``steps`` steps and returns
+    ``{observable: [steps]}`` for each flow in ``outputs`` (e.g. ``"deaths"``), multiplied
+    by ``scale`` (population of the place / agents simulated). Every model of
+    :mod:`lpm_graph.train` (baselines included) has this interface, so the
+    :class:`~lpm_graph.train.Trainer` and the metrics treat them alike.
+
+    The protocol's own values of the driven parameters are replaced at every call; build it
+    with ``learnable=False`` so that only ``parameters`` are trained.
+
+    Args:
+        protocol: the simulation step (e.g. ``SEIRM(learnable=False)``).
+        graph: the population.
+        steps: days (steps) simulated from the first observed day.
+        parameters: a module whose call returns ``{protocol attribute: tensor}``.
+        initial_infected: as for :func:`lpm_graph.simulate` (a count, ids, a mask or
+            per-agent probabilities), or a module returning per-agent probabilities.
+        outputs: flow names returned (``"deaths"``, ``"infections"``, ``"onsets"``, ...).
+        mode: ``"expected"`` (deterministic, exact gradients; default) or ``"stochastic"``.
+        seed: seed of stochastic runs (``model(seed=...)`` overrides it per call).
+        replicates: stochastic replicates averaged in the output.
+        scale: multiplies every output (e.g. county population / simulated agents).
+        estimator: gradient estimator of stochastic runs (see :class:`~lpm_graph.Simulator`).
+    """
+
+    def __init__(
+        self,
+        protocol: Protocol,
+        graph: PopulationGraph,
+        steps: int,
+        parameters: nn.Module,
+        *,
+        initial_infected: object = 0.01,
+        outputs: Sequence[str] = ("deaths",),
+        mode: str = "expected",
+        seed: int = 0,
+        replicates: int | None = None,
+        scale: float = 1.0,
+        estimator: str = "straight_through",
+    ) -> None:
+        super().__init__()
+        if not callable(parameters):
+            raise ValueError("parameters must be a module returning {name: tensor}.")
+        self.params = parameters
+        self.simulator = Simulator(protocol, steps, mode=mode, estimator=estimator)  # type: ignore[arg-type]
+        self.graph = graph
+        self.outputs = tuple(outputs)
+        self.initial_infected = initial_infected
+        self.seed = seed
+        self.replicates = replicates
+        self.scale = float(scale)
+
+    @property
+    def protocol(self) -> Protocol:
+        return self.simulator.protocol
+
+    @property
+    def steps(self) -> int:
+        return self.simulator.steps
+
+    def forward(self, seed: int | None = None) -> dict[str, Tensor]:
+        values = self.params()
+        for name, value in values.items():
+            if not hasattr(self.protocol, name):
+                raise ValueError(
+                    f"{type(self.protocol).__name__} has no parameter {name!r}; the parameter "
+                    "modules must be named after protocol attributes."
+                )
+            if name in self.protocol._parameters:
+                raise ValueError(
+                    f"{type(self.protocol).__name__}.{name} is a learnable nn.Parameter of the "
+                    "protocol itself; build the protocol with learnable=False so that only the "
+                    "calibration parameters are trained."
+                )
+            setattr(self.protocol, name, value)
+        initial = self.initial_infected
+        if isinstance(initial, nn.Module):
+            initial = initial()
+        traj = self.simulator(
+            self.graph,
+            initial_infected=initial,
+            seed=self.seed if seed is None else seed,
+            replicates=self.replicates,
+        )
+        out = {}
+        for name in self.outputs:
+            if name not in traj.flows:
+                raise ValueError(
+                    f"output {name!r} is not a flow of {type(self.protocol).__name__}; "
+                    f"choose from {sorted(traj.flows)}."
+                )
+            series = traj.flows[name]
+            if series.dim() > 1:  # replicates: their mean
+                series = series.mean(dim=-1)
+            out[name] = series * self.scale
+        return out
+
+    def values(self) -> Mapping[str, Tensor]:
+        """The current parameter values (detached), for reports."""
+        with torch.no_grad():
+            return {k: v.detach().clone() for k, v in self.params().items()}
