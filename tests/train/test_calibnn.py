@@ -110,14 +110,14 @@ def test_known_weekly_r_and_mortality_are_recovered_from_a_wrong_start(populatio
         out = model()
         return sum(((out[k] - target[k]) ** 2).mean() / (target[k] ** 2).mean() for k in target)
 
-    first = float(loss())
+    first = float(loss().detach())
     for _ in range(200):
         optimizer.zero_grad()
         value = loss()
         value.backward()
         optimizer.step()
-    final = float(loss())
+    final = float(loss().detach())
     assert final < 0.1 * first  # loss down by more than 90%
     r = model.params["reproduction_number"].weekly().detach()
     assert bool(((r / TRUE_R - 1).abs() < 0.10).all()), r
-    assert abs(float(model.params["mortality"]()) / TRUE_MORTALITY - 1) < 0.20
+    assert abs(float(model.params["mortality"]().detach()) / TRUE_MORTALITY - 1) < 0.20
