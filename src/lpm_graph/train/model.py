@@ -43,7 +43,8 @@ class SimulatorModel(nn.Module):
         steps: days (steps) simulated from the first observed day.
         parameters: a module whose call returns ``{protocol attribute: tensor}``.
         initial_infected: as for :func:`lpm_graph.simulate` (a count, ids, a mask or
-            per-agent probabilities), or a module returning per-agent probabilities.
+            per-agent probabilities), or a module returning per-agent probabilities or one
+            probability for every agent (e.g. ``Bounded(0.001, 1e-5, 0.05)``: learnable).
         outputs: flow names returned (``"deaths"``, ``"infections"``, ``"onsets"``, ...).
         mode: ``"expected"`` (deterministic, exact gradients; default) or ``"stochastic"``.
         seed: seed of stochastic runs (``model(seed=...)`` overrides it per call).
@@ -105,6 +106,8 @@ class SimulatorModel(nn.Module):
         initial = self.initial_infected
         if isinstance(initial, nn.Module):
             initial = initial()
+            if initial.dim() == 0:  # one probability for every agent
+                initial = initial.expand(self.graph.num_nodes(self.protocol.node_type))
         traj = self.simulator(
             self.graph,
             initial_infected=initial,
