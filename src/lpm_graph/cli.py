@@ -63,6 +63,74 @@ def _info(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from .train.experiment import CountyExperiment, run_county_experiment
+
+    cfg = CountyExperiment(
+        county=args.county,
+        population=args.population,
+        agents=args.agents,
+        start=args.start,
+        forecast_date=args.forecast_date,
+        epochs=args.epochs,
+        budget=args.budget,
+        method=args.method,
+        uncertainty_seeds=args.seeds,
+        seed=args.seed,
+    )
+    print(f"calibrating county {cfg.county}: {cfg}")
+    start = time.perf_counter()
+    result = run_county_experiment(cfg)
+    print(f"\nforecasts from {result.dates[result.forecast_start]} (weekly deaths, reported):\n")
+    print(result.table())
+    print(f"\n{'model':<48} {'runs':>6} {'time (s)':>9} {'train loss':>11}")
+    for name, seconds in result.wall_time.items():
+        runs, loss = result.evaluations[name], result.train_loss[name]
+        print(f"{name:<48} {runs:>6} {seconds:>9.1f} {loss:>11.4g}")
+    print(f"\ntotal {time.perf_counter() - start:.0f} s")
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.md").write_text(result.table() + "\n")
+    summary = {
+        "config": vars(cfg),
+        "metrics": result.metrics,
+        "wall_time": result.wall_time,
+        "evaluations": result.evaluations,
+        "train_loss": result.train_loss,
+        "parameters": result.parameters,
+    }
+    (out / "results.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    try:
+        from .train.plot import plot_forecast
+    except ImportError:
+        plot_forecast = None
+    if plot_forecast is not None:
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            print("matplotlib is not installed: no plot (pip install lpm-graph[plot])")
+        else:
+            fig, ax = plt.subplots(figsize=(10, 5))
+            plot_forecast(
+                result.predictions,
+                result.reported,
+                dates=result.dates,
+                train_end=result.forecast_start,
+                title=f"County {cfg.county}: daily deaths, fit and forecast",
+                ax=ax,
+            )
+            fig.savefig(out / "forecast.png", dpi=120, bbox_inches="tight")
+            print(f"plot: {out / 'forecast.png'}")
+    print(f"results: {out / 'results.json'}, {out / 'metrics.md'}")
+    return 0
+
+
 def _non_negative_int(text: str) -> int:
     try:
         value = int(text)
@@ -79,9 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"lpm-graph {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser(
-        "demo", help="network SIR on the bundled Franklin County contact network"
-    )
+    demo = sub.add_parser("demo", help="network SIR on the bundled Franklin County contact network")
     demo.add_argument(
         "--steps", type=_non_negative_int, default=120, help="number of steps (default 120)"
     )
@@ -111,6 +177,24 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--device", default="cpu", help="torch device (default cpu)")
     demo.add_argument("--progress", action="store_true", help="show a progress bar")
     demo.set_defaults(func=_demo)
+    cal = sub.add_parser(
+        "calibrate",
+        help="calibrate SEIRM to a Massachusetts county's 2020 deaths and forecast 1-4 weeks",
+    )
+    cal.add_argument("--county", default="25011", help="FIPS code (default 25011, Franklin)")
+    cal.add_argument(
+        "--population", type=float, default=None, help="inhabitants (counties other than 25011)"
+    )
+    cal.add_argument("--agents", type=int, default=100_000, help="synthetic agents (not 25011)")
+    cal.add_argument("--start", default="2020-03-01", help="first simulated day")
+    cal.add_argument("--forecast-date", default="2020-12-04", help="first forecast day")
+    cal.add_argument("--epochs", type=int, default=60, help="epochs per trained model")
+    cal.add_argument("--budget", type=int, default=None, help="runs of the gradient-free fit")
+    cal.add_argument("--method", default="nelder-mead", help="gradient-free method")
+    cal.add_argument("--seeds", type=int, default=5, help="stochastic runs for the bands")
+    cal.add_argument("--seed", type=int, default=0, help="random seed")
+    cal.add_argument("--output", default="calibration", help="folder for results and plot")
+    cal.set_defaults(func=_calibrate)
     info = sub.add_parser("info", help="versions and available backends")
     info.set_defaults(func=_info)
     return parser
