@@ -79,6 +79,15 @@ class SimulatorModel(nn.Module):
         self.seed = seed
         self.replicates = replicates
         self.scale = float(scale)
+        # The driven protocol attributes are overwritten at every call from `parameters`, with
+        # shapes of their own (a [T] schedule for a scalar R), so they are not state: keep them
+        # out of the state_dict, else a called model's state_dict fits no freshly built one.
+        with torch.no_grad():
+            driven = list(parameters())
+        for name in driven:
+            if name in self.protocol._buffers:
+                buffer = self.protocol._buffers[name]
+                self.protocol.register_buffer(name, buffer, persistent=False)
 
     @property
     def protocol(self) -> Protocol:
