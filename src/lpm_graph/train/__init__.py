@@ -1,6 +1,8 @@
 """Training and calibration: learnable parameters, simulators as models, trainers, baselines."""
 
+from .baselines import SEIRMODE, GradientFreeResult, calibrate_gradient_free
 from .calibnn import CalibNN
+from .losses import normalized_mse
 from .metrics import forecast_metrics, mae, metrics_table, nd, rmse
 from .model import ParameterSet, SimulatorModel
 from .parameters import Bounded, Positive, Weekly
@@ -14,13 +16,17 @@ __all__ = [
     "LOSSES",
     "ParameterSet",
     "Positive",
+    "SEIRMODE",
+    "GradientFreeResult",
     "SimulatorModel",
     "Trainer",
     "Weekly",
+    "calibrate_gradient_free",
     "forecast_metrics",
     "mae",
     "metrics_table",
     "nd",
+    "normalized_mse",
     "plot_forecast",
     "rmse",
 ]

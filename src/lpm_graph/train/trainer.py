@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ..graph.storage import atomic_save
+from .losses import normalized_mse
 
 __all__ = ["LOSSES", "History", "Trainer"]
 
@@ -26,41 +27,7 @@ LossFn = Callable[[Mapping[str, Tensor], Mapping[str, Tensor], slice], Tensor]
 CHECKPOINT_FORMAT = "lpm-graph/trainer-checkpoint/1"
 
 
-def _normalized_mse(
-    prediction: Mapping[str, Tensor], target: Mapping[str, Tensor], days: slice
-) -> Tensor:
-    r"""The default loss: per output, MSE over ``days`` divided by the target's mean square,
-    summed over the outputs.
-
-    .. math::
-        L = \sum_{k \in K}
-            \frac{\sum_{t \in D_k} (\hat y_{k,t} - y_{k,t})^2}{\sum_{t \in D_k} y_{k,t}^2}
-
-    with ``K`` the outputs present in ``target`` and ``D_k`` the days of ``days`` where
-    ``y_k`` is not NaN. Dividing by the target's mean square makes outputs of different scale
-    (deaths and infections) weigh alike and the loss unitless (predicting 0 scores 1 per
-    output); an output whose observed values are all 0 is scored by its plain MSE.
-
-    Args:
-        prediction: ``{output: [T']}`` daily series of the model.
-        target: ``{output: [T]}`` observed daily series, NaN on unreported days.
-        days: the days scored (e.g. the training window).
-    """
-    terms = []
-    for name, y in target.items():
-        p = prediction[name][days]
-        y = y[days].to(dtype=p.dtype, device=p.device)
-        observed = ~torch.isnan(y)
-        if not bool(observed.any()):
-            raise ValueError(f"target {name!r} has no observed (non-NaN) day in {days}.")
-        p, y = p[observed], y[observed]
-        scale = y.square().mean()
-        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-        terms.append((p - y).square().mean() / scale)
-    return torch.stack(terms).sum()
-
-
-LOSSES: dict[str, LossFn] = {"mse": _normalized_mse}
+LOSSES: dict[str, LossFn] = {"mse": normalized_mse}
 """The loss shortcuts ``Trainer(loss=...)`` accepts by name."""
 
 
