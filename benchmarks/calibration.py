@@ -93,7 +93,7 @@ def main() -> None:
         final = float(normalized_mse(model(), target, days))
     losses = [*history.loss[1:], final]  # loss after each step
     grad_time = time_to(losses, history.wall_time, threshold)
-    r_error = float((model.params["reproduction_number"].weekly() / truth - 1).abs().max())
+    r_error = float((model.params["reproduction_number"].weekly().detach() / truth - 1).abs().max())
     rows.append(("Adam (Trainer), forward + backward", len(losses), history.wall_time, final,
                  grad_time, r_error))  # fmt: skip
 
@@ -103,7 +103,9 @@ def main() -> None:
         out = calibrate_gradient_free(model, target, days, method=method, budget=args.budget)
         seconds = time.perf_counter() - start
         reached = time_to(out.history, seconds, threshold)
-        r_error = float((model.params["reproduction_number"].weekly() / truth - 1).abs().max())
+        r_error = float(
+            (model.params["reproduction_number"].weekly().detach() / truth - 1).abs().max()
+        )
         rows.append((f"{method}, forward only", out.evaluations, seconds, out.loss, reached,
                      r_error))  # fmt: skip
 
