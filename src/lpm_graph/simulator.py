@@ -338,6 +338,7 @@ class Simulator(nn.Module):
         log_rate = torch.zeros(k * width, dtype=first.dtype, device=device)
         primal = _Recorder(self.protocol, state, self.record_states)
         other = _Recorder(self.protocol, alt, self.record_states)
+        since = torch.full((k * width,), -1, dtype=torch.long, device=device)  # last switch
         for t in range(self.steps):
             start = state
             candidates: list[tuple[str, Tensor, Tensor]] = []
@@ -352,6 +353,7 @@ class Simulator(nn.Module):
                 )
             else:
                 switch = torch.zeros(k * width, dtype=torch.bool, device=device)
+            since = torch.where(switch, t, since)
             with torch.no_grad():
                 alt_start = {
                     name: torch.where(switch, tile(start[name]), alt[name]) for name in alt
@@ -366,8 +368,21 @@ class Simulator(nn.Module):
         if bar is not None:
             bar.close()
         dt = self.protocol.dt
-        coupled = CoupledPaths(other.trajectory(alt, dt), weight, log_rate, k)
-        return primal.trajectory(state, dt, coupled)
+        run = primal.trajectory(state, dt)
+        other_run = other.trajectory(alt, dt)
+        # An alternative column restarts from the primal's state when it switches, so until
+        # its last switch its path is the primal's: what it recorded before (an earlier
+        # alternative) is replaced, else functions of the history (a sum of daily flows)
+        # would compare the primal with a mixture of paths.
+        for table, first in ((other_run.counts, 0), (other_run.flows, 1)):
+            for name, value in table.items():
+                same = tile(getattr(run, "counts" if first == 0 else "flows")[name])
+                index = torch.arange(value.shape[0], device=device) + first
+                before = index.reshape(-1, *([1] * (value.dim() - 1))) <= since
+                table[name] = torch.where(before, same, value)
+        coupled = CoupledPaths(other_run, weight, log_rate, k)
+        run.coupled = coupled
+        return run
 
     @staticmethod
     def _reservoir(

@@ -7,11 +7,18 @@ from .metrics import forecast_metrics, mae, metrics_table, nd, rmse
 from .model import ParameterSet, SimulatorModel
 from .parameters import Bounded, Positive, Weekly
 from .plot import plot_forecast
+from .sensitivity import (
+    FiniteDifference,
+    finite_difference,
+    hessian_vector_product,
+    sensitivity,
+)
 from .trainer import LOSSES, History, Trainer
 
 __all__ = [
     "Bounded",
     "CalibNN",
+    "FiniteDifference",
     "History",
     "LOSSES",
     "ParameterSet",
@@ -22,11 +29,14 @@ __all__ = [
     "Trainer",
     "Weekly",
     "calibrate_gradient_free",
+    "finite_difference",
     "forecast_metrics",
+    "hessian_vector_product",
     "mae",
     "metrics_table",
     "nd",
     "normalized_mse",
     "plot_forecast",
     "rmse",
+    "sensitivity",
 ]

