@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import shutil
 import warnings
 from importlib import resources
@@ -10,10 +9,10 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..graph import PopulationGraph
+from ..graph.io import read_edge_list, read_node_table
 from .base import Dataset, Transform
 
 __all__ = ["MassachusettsCounty", "franklin_contact_network", "hampshire_contact_network"]
@@ -115,14 +114,16 @@ class MassachusettsCounty(Dataset):
 
     def _build(self, network: Path, agents: Path) -> PopulationGraph:
         n = COUNTIES[self.county]
-        pairs = _read_pairs(network, n)  # [2, C]
+        pairs = read_edge_list(network, num_nodes=n).edge_index()  # [2, C], one per line
         if self.remove_self_loops:
             pairs = pairs[:, pairs[0] != pairs[1]]
         edge_index = torch.cat([pairs, pairs.flip(0)], dim=1)
         graph = PopulationGraph.from_edge_index(edge_index, n)
         graph.data["agent", "contact", "agent"].undirected = True
-        age, stage = _read_agents(agents, n)
-        graph.set_node_attrs("agent", age_group=age, stage=stage)
+        table = read_node_table(
+            agents, id_column="", columns={"age_group": "int64", "stage": "int64"}, num_nodes=n
+        )
+        graph.set_node_attrs("agent", age_group=table["age_group"], stage=table["stage"])
         graph.data.county = self.county
         return graph
 
@@ -156,32 +157,3 @@ def hampshire_contact_network(agents: bool = True) -> PopulationGraph:
 
 def _bundled(name: str) -> Traversable:
     return resources.files("lpm_graph") / "datasets/data/gradabm_ma" / name
-
-
-def _read_pairs(path: Path, num_nodes: int) -> torch.Tensor:
-    """The ``src,dst`` lines of a bundled network file as a ``[2, C]`` int64 tensor."""
-    with gzip.open(path, "rt") as handle:
-        pairs = np.loadtxt(handle, delimiter=",", dtype=np.int64, ndmin=2)
-    if pairs.shape[1] != 2 or pairs.min() < 0 or pairs.max() >= num_nodes:
-        raise ValueError(
-            f"{path} is not a network over agents 0..{num_nodes - 1} (shape {pairs.shape}); "
-            "delete the dataset's raw folder (or reinstall lpm-graph) to restore it."
-        )
-    return torch.from_numpy(pairs.T.copy())
-
-
-def _read_agents(path: Path, num_nodes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Age group and initial stage per agent, in agent-id order."""
-    with gzip.open(path, "rt") as handle:
-        header = handle.readline().strip().split(",")
-        table = np.loadtxt(handle, delimiter=",", dtype=np.int64, ndmin=2)
-    if header != ["", "age_group", "stage"] or table.shape != (num_nodes, 3):
-        raise ValueError(
-            f"{path} is damaged (header {header}, shape {table.shape}); delete the dataset's "
-            "raw folder (or reinstall lpm-graph) to restore it."
-        )
-    order = np.argsort(table[:, 0], kind="stable")
-    if not np.array_equal(table[order, 0], np.arange(num_nodes)):
-        raise ValueError(f"{path} does not list agent ids 0..{num_nodes - 1} once each.")
-    table = torch.from_numpy(table[order])
-    return table[:, 1].contiguous(), table[:, 2].contiguous()
