@@ -69,17 +69,18 @@ def _calibrate(args: argparse.Namespace) -> int:
 
     from .train.experiment import CountyExperiment, run_county_experiment
 
+    optional = {"epochs": args.epochs, "patience": args.patience, "lr": args.lr}
     cfg = CountyExperiment(
         county=args.county,
         population=args.population,
         agents=args.agents,
         start=args.start,
         forecast_date=args.forecast_date,
-        epochs=args.epochs,
         budget=args.budget,
         method=args.method,
         uncertainty_seeds=args.seeds,
         seed=args.seed,
+        **{k: v for k, v in optional.items() if v is not None},
     )
     print(f"calibrating county {cfg.county}: {cfg}")
     start = time.perf_counter()
@@ -120,6 +121,7 @@ def _calibrate(args: argparse.Namespace) -> int:
             plot_forecast(
                 result.predictions,
                 result.reported,
+                bands=result.runs,
                 dates=result.dates,
                 train_end=result.forecast_start,
                 title=f"County {cfg.county}: daily deaths, fit and forecast",
@@ -188,7 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--agents", type=int, default=100_000, help="synthetic agents (not 25011)")
     cal.add_argument("--start", default="2020-03-01", help="first simulated day")
     cal.add_argument("--forecast-date", default="2020-12-04", help="first forecast day")
-    cal.add_argument("--epochs", type=int, default=60, help="epochs per trained model")
+    cal.add_argument(
+        "--epochs", type=int, default=None, help="epochs per trained model (default 150)"
+    )
+    cal.add_argument(
+        "--patience", type=int, default=None, help="early-stopping patience (default 40)"
+    )
+    cal.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 0.05)")
     cal.add_argument("--budget", type=int, default=None, help="runs of the gradient-free fit")
     cal.add_argument("--method", default="nelder-mead", help="gradient-free method")
     cal.add_argument("--seeds", type=int, default=5, help="stochastic runs for the bands")

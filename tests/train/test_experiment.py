@@ -40,10 +40,11 @@ def test_every_model_is_scored_on_every_horizon(result):
     steps = len(result.dates)
     assert steps == (45 + 28)  # 2020-10-01 .. forecast + 4 weeks
     assert result.forecast_start == 45 and result.train_end == 45 - 14
-    for name, runs in result.predictions.items():
-        assert runs.shape[-1] == steps, name
-        assert bool(torch.isfinite(runs).all()), name
-    assert result.predictions["lpm-graph SEIRM + CalibNN"].shape[0] == 2  # two seeds
+    for name, point in result.predictions.items():
+        assert point.shape == (steps,), name
+        assert bool(torch.isfinite(point).all()), name
+        assert result.runs[name].shape[-1] == steps, name
+    assert result.runs["lpm-graph SEIRM + CalibNN"].shape[0] == 2  # two seeds
     assert result.evaluations["lpm-graph SEIRM, gradient-free (nelder-mead)"] <= 2
     assert "| Model |" in result.table()
 

@@ -29,6 +29,7 @@ def plot_forecast(
     predictions: Mapping[str, Tensor],
     target: Tensor,
     *,
+    bands: Mapping[str, Tensor] | None = None,
     dates: Sequence[Any] | None = None,
     train_end: int | None = None,
     title: str | None = None,
@@ -38,13 +39,16 @@ def plot_forecast(
 
     A ``[S, T]`` prediction (``S`` runs, e.g. seeds of a stochastic model) is drawn as its
     median with a shaded 5–95% band (quantiles over the runs, per day); a ``[T]`` prediction
-    as a line. The observed ``target`` is drawn as points (NaN days are not drawn) and a
+    as a line. ``bands`` adds a 5–95% band of runs ``[S, T]`` around the line of the same
+    name (e.g. stochastic runs around the fitted expected-value run). The observed ``target`` is drawn as points (NaN days are not drawn) and a
     dashed vertical line marks the end of training, between day ``train_end - 1`` and day
     ``train_end``.
 
     Args:
         predictions: ``{model name: [T'] or [S, T']}`` daily series from the first observed
             day (they may run past the observed days).
+        bands: ``{model name: [S, T']}`` runs drawn as a band around that model's line
+            (models with a single run get none).
         target: the observed daily series ``[T]``.
         dates: the calendar date of each day (anything ``matplotlib.dates.date2num`` takes:
             ``datetime``, ``numpy.datetime64``, a pandas ``DatetimeIndex``), at least as many
@@ -79,12 +83,20 @@ def plot_forecast(
         _, ax = plt.subplots(figsize=(8, 4))
     for name, v in series.items():
         t = x[: v.shape[-1]]
+        runs = v
         if v.ndim == 1:
-            ax.plot(t, v, label=name)
-            continue
-        low, median, high = np.nanquantile(v, [0.05, 0.5, 0.95], axis=0)
-        (line,) = ax.plot(t, median, label=f"{name} (median of {v.shape[0]})")
-        ax.fill_between(t, low, high, color=line.get_color(), alpha=0.25, linewidth=0)
+            (line,) = ax.plot(t, v, label=name)
+        else:
+            median = np.nanquantile(v, 0.5, axis=0)
+            (line,) = ax.plot(t, median, label=f"{name} (median of {v.shape[0]})")
+        if bands is not None and name in bands:
+            runs = torch.as_tensor(bands[name]).detach().to(torch.float64).cpu().numpy()
+            if runs.ndim != 2 or runs.shape[-1] > len(x):
+                raise ValueError(f"bands[{name!r}] must be [S, T], got {list(runs.shape)}.")
+        if runs.ndim == 2 and runs.shape[0] > 1:
+            low, high = np.nanquantile(runs, [0.05, 0.95], axis=0)
+            tb = x[: runs.shape[-1]]
+            ax.fill_between(tb, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
     ax.plot(x[: len(y)], y, "o", color="black", markersize=3, label="observed")
     if train_end is not None:
         # halfway between the last training day and the first forecast day
