@@ -40,9 +40,9 @@ def plot_forecast(
     A ``[S, T]`` prediction (``S`` runs, e.g. seeds of a stochastic model) is drawn as its
     median with a shaded 5–95% band (quantiles over the runs, per day); a ``[T]`` prediction
     as a line. ``bands`` adds a 5–95% band of runs ``[S, T]`` around the line of the same
-    name (e.g. stochastic runs around the fitted expected-value run). The observed ``target`` is drawn as points (NaN days are not drawn) and a
-    dashed vertical line marks the end of training, between day ``train_end - 1`` and day
-    ``train_end``.
+    name (e.g. stochastic runs around the fitted expected-value run). The observed
+    ``target`` is drawn as points (NaN days are not drawn) and a dashed vertical line marks
+    the end of training, between day ``train_end - 1`` and day ``train_end``.
 
     Args:
         predictions: ``{model name: [T'] or [S, T']}`` daily series from the first observed
