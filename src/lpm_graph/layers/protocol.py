@@ -80,6 +80,10 @@ class ProtocolLayer(nn.Module):
             **kwargs: per-node tensors by base name (``x=...`` serves ``x_j`` and ``x_i``).
         """
         csr = self._as_csr(edge_index, size, kwargs)
+        if any(_is_shared(v) for v in kwargs.values()):
+            from ..secure.layers import secure_propagate  # private inputs: run on shares
+
+            return secure_propagate(self, csr, edge_weight, kwargs)
         if self._fused:
             out = self.message_and_aggregate(csr, edge_weight=edge_weight, **kwargs)
         else:
@@ -152,6 +156,16 @@ def _arg_names(fn: Any) -> list[str]:
     ]
 
 
+def _is_shared(value: Any) -> bool:
+    if isinstance(value, (tuple, list)):
+        return any(_is_shared(v) for v in value)
+    return type(value).__name__ == "SharedTensor" and hasattr(value, "shares")
+
+
+def _is_array(value: Any) -> bool:
+    return torch.is_tensor(value) or _is_shared(value)
+
+
 def _dst_side(value: Any) -> Any:
     return value[1] if isinstance(value, (tuple, list)) else value
 
@@ -160,11 +174,11 @@ def _infer_size(edge_index: Tensor, kwargs: dict[str, Any]) -> tuple[int, int]:
     num_src = num_dst = None
     for value in kwargs.values():
         if isinstance(value, (tuple, list)) and len(value) == 2:
-            if torch.is_tensor(value[0]):
+            if _is_array(value[0]):
                 num_src = value[0].shape[0]
-            if torch.is_tensor(value[1]):
+            if _is_array(value[1]):
                 num_dst = value[1].shape[0]
-        elif torch.is_tensor(value) and value.dim() > 0:
+        elif _is_array(value) and value.dim() > 0:
             num_src = num_src if num_src is not None else value.shape[0]
             num_dst = num_dst if num_dst is not None else value.shape[0]
     if num_src is None or num_dst is None:

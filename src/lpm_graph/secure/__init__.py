@@ -1,0 +1,38 @@
+"""Secure message passing: private agents' states as additive secret shares.
+
+``K >= 2`` non-colluding parties hold additive shares (in the ring of 64-bit integers) of the
+private node states; the topology and the parameters are public. Sum aggregation runs on each
+party's shares with no communication; products of private values use Beaver triples from a
+dealer; an infection draw is one secure comparison ``lambda_i > E_i`` against the agent's
+private ``E_i ~ Exp(1)``. Only declared aggregates, masks (uniformly random), the loss and
+gradients are ever opened, all through :meth:`Session.reveal` / :meth:`Session.open_raw`,
+which record them in the session's :class:`AuditLog`.
+"""
+
+from .audit import KINDS, AuditLog, Opening
+from .dealer import Dealer
+from .layers import SecureProtocolLayer, secure_propagate
+from .ring import FRAC_BITS, decode, encode
+from .session import CostReport, LocalTransport, Session, StepCost, Transport
+from .tensor import SharedTensor, exp_neg, greater, is_shared
+
+__all__ = [
+    "FRAC_BITS",
+    "KINDS",
+    "AuditLog",
+    "CostReport",
+    "Dealer",
+    "LocalTransport",
+    "Opening",
+    "SecureProtocolLayer",
+    "Session",
+    "SharedTensor",
+    "StepCost",
+    "Transport",
+    "decode",
+    "encode",
+    "exp_neg",
+    "greater",
+    "is_shared",
+    "secure_propagate",
+]

@@ -1,0 +1,268 @@
+"""Session: the parties of a secure computation, their transport, the dealer, the audit log
+and the cost report."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from .audit import AuditLog
+from .dealer import Correlation, Dealer, InputOwner
+from .ring import FRAC_BITS, decode, encode
+
+if TYPE_CHECKING:
+    from .tensor import SharedTensor
+
+__all__ = ["CostReport", "LocalTransport", "Session", "StepCost", "Transport"]
+
+
+class Transport:
+    """How the parties of one process talk to the other parties and to the dealer.
+
+    A transport serves the parties ``local`` (all of them in one process, or a single one per
+    process). Shares travel as ``[len(local), *shape]`` tensors, one row per local party.
+    """
+
+    parties: int
+    local: tuple[int, ...]
+
+    def exchange(self, tensors: Sequence[Tensor]) -> list[Tensor]:
+        """Every party sends its rows to every other party, in one round; returns each tensor
+        as ``[parties, *shape]`` (the shares of all parties)."""
+        raise NotImplementedError
+
+    def correlation(self, kind: str, shape: tuple[int, ...], **kwargs) -> dict[str, Tensor]:
+        """The local parties' shares of a fresh item of correlated randomness from the dealer."""
+        raise NotImplementedError
+
+    def input(self, name: str, step: int | None) -> tuple[Tensor, int]:
+        """The local parties' shares of a private input, and its fractional bits."""
+        raise NotImplementedError
+
+    def dealer_bytes(self) -> int:
+        """Bytes the dealer has sent to the local parties so far."""
+        return 0
+
+    def close(self) -> None:
+        """Release what the transport holds (processes, process groups)."""
+
+
+class LocalTransport(Transport):
+    """All ``parties`` in this process (tests, small runs). Nothing is sent; the bytes each
+    party would send are counted the same way as with the multi-process transport."""
+
+    def __init__(self, dealer: Dealer) -> None:
+        self.dealer = dealer
+        self.parties = dealer.parties
+        self.local = tuple(range(dealer.parties))
+
+    def exchange(self, tensors: Sequence[Tensor]) -> list[Tensor]:
+        return list(tensors)
+
+    def correlation(self, kind: str, shape: tuple[int, ...], **kwargs) -> dict[str, Tensor]:
+        return self.dealer.make(kind, shape, **kwargs)
+
+    def input(self, name: str, step: int | None) -> tuple[Tensor, int]:
+        return self.dealer.input(name, step)
+
+    def dealer_bytes(self) -> int:
+        return self.dealer.bytes_dealt
+
+
+@dataclass
+class StepCost:
+    """Communication and time of one step (or any named span)."""
+
+    step: int | str
+    rounds: int
+    bytes_per_party: int
+    dealer_bytes: int
+    seconds: float
+
+
+@dataclass
+class CostReport:
+    """Running totals and the per-step record of a session."""
+
+    rounds: int = 0
+    bytes_per_party: int = 0  # bytes each party sent to the others (the same for every party)
+    steps: list[StepCost] = field(default_factory=list)
+
+    def table(self) -> str:
+        lines = ["| step | rounds | bytes sent per party | dealer bytes | seconds |"]
+        lines.append("|---:|---:|---:|---:|---:|")
+        for s in self.steps:
+            lines.append(
+                f"| {s.step} | {s.rounds} | {s.bytes_per_party:,} | {s.dealer_bytes:,} | "
+                f"{s.seconds:.4f} |"
+            )
+        return "\n".join(lines)
+
+
+class Session:
+    """The context of a secure computation: ``K`` parties, their transport and dealer.
+
+    Private values are :class:`~lpm_graph.secure.SharedTensor` objects made by
+    :meth:`input` (an agent's private value, shared by its owner through the dealer) or
+    :meth:`share` (a value this process knows: tests, or a party's own input). The only way
+    back to plaintext is :meth:`reveal`, which records every opening in :attr:`audit`.
+
+    Args:
+        parties: number of compute parties ``K >= 2`` (in-process transport).
+        seed: the dealer's seed.
+        owner: the agents' private inputs, ``owner(name, step) -> value`` (see
+            :data:`~lpm_graph.secure.dealer.InputOwner`).
+        frac_bits: fractional bits of fixed-point values (default 16).
+        transport: a ready transport (the multi-process launcher passes one); overrides
+            ``parties``, ``seed`` and ``owner``.
+        audit: an :class:`AuditLog` to record into (default: a new one).
+        device: where shares live (default CPU).
+    """
+
+    def __init__(
+        self,
+        parties: int = 2,
+        *,
+        seed: int = 0,
+        owner: InputOwner | None = None,
+        frac_bits: int = FRAC_BITS,
+        transport: Transport | None = None,
+        audit: AuditLog | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        if not 1 <= frac_bits <= 30:
+            raise ValueError(f"frac_bits must be between 1 and 30, got {frac_bits}.")
+        self.frac_bits = frac_bits
+        if transport is None:
+            transport = LocalTransport(Dealer(parties, seed, owner, frac_bits, device))
+        self.transport = transport
+        self.parties = transport.parties
+        self.local = transport.local
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.audit = audit if audit is not None else AuditLog()
+        self.cost = CostReport()
+        # shares of values this process knows (share()): its own generator, seeded
+        self._generator = torch.Generator(device=self.device).manual_seed(seed + 7919)
+
+    # ------------------------------------------------------------------ making shares
+    def share(self, value: Tensor | float, frac_bits: int | None = None) -> SharedTensor:
+        """Share a value this process knows (every local party gets its share).
+
+        With the in-process transport this is how tests and single-process users share data.
+        With one party per process, every party would need to know the value: use
+        :meth:`input` for private values instead.
+        """
+        from .dealer import split_additive
+        from .tensor import SharedTensor
+
+        value = torch.as_tensor(value, device=self.device)
+        bits = (
+            (self.frac_bits if value.is_floating_point() else 0) if frac_bits is None else frac_bits
+        )
+        encoded = encode(value, bits)
+        shares = split_additive(encoded, self.parties, self._generator)
+        return SharedTensor(shares[list(self.local)], bits, self)
+
+    def input(self, name: str, step: int | None = None) -> SharedTensor:
+        """The shares of the owner's private input ``name`` (at ``step``), via the dealer."""
+        from .tensor import SharedTensor
+
+        shares, bits = self.transport.input(name, step)
+        return SharedTensor(shares.to(self.device), bits, self)
+
+    def public(self, value: Tensor | float, frac_bits: int | None = None) -> SharedTensor:
+        """A public value as a (trivial) sharing: party 0 holds it, the others hold 0."""
+        from .tensor import SharedTensor
+
+        value = torch.as_tensor(value, device=self.device)
+        bits = (
+            (self.frac_bits if value.is_floating_point() else 0) if frac_bits is None else frac_bits
+        )
+        encoded = encode(value, bits)
+        shares = torch.zeros(
+            (len(self.local), *encoded.shape), dtype=torch.int64, device=self.device
+        )
+        if 0 in self.local:
+            shares[self.local.index(0)] = encoded
+        return SharedTensor(shares, bits, self)
+
+    def correlation(self, kind: str, shape: tuple[int, ...], **kwargs) -> Correlation:
+        parts = self.transport.correlation(kind, tuple(shape), **kwargs)
+        return Correlation(kind, {k: v.to(self.device) for k, v in parts.items()})
+
+    # ------------------------------------------------------------------ opening
+    def reveal(self, x: SharedTensor, name: str, kind: str = "output") -> Tensor:
+        """Open ``x`` to every party, record it in the audit log, and decode it (float64)."""
+        raw = self.open_raw([x.shares], name, kind)[0]
+        return decode(raw, x.frac_bits)
+
+    def open_raw(
+        self,
+        rows: Sequence[Tensor],
+        name: str | Sequence[str],
+        kind: str | Sequence[str],
+        xor: bool = False,
+    ) -> list[Tensor]:
+        """Reconstruct ring elements (sum, or XOR with ``xor=True``) of several ``[P_local, ...]``
+        share tensors in one round. Every opening of the package goes through here; ``name``
+        and ``kind`` may be one per tensor."""
+        names = [name] * len(rows) if isinstance(name, str) else list(name)
+        kinds = [kind] * len(rows) if isinstance(kind, str) else list(kind)
+        full = self.exchange(rows)
+        out = []
+        for value, name, kind in zip(full, names, kinds):
+            if xor:
+                opened = value[0]
+                for share in value[1:]:
+                    opened = opened ^ share
+            else:
+                opened = value.sum(0)
+            self.audit.record(name, kind, opened)
+            out.append(opened)
+        return out
+
+    def exchange(self, rows: Sequence[Tensor]) -> list[Tensor]:
+        """One round of communication (counted)."""
+        for r in rows:
+            if r.shape[0] != len(self.local):
+                raise ValueError("exchange takes one row of shares per local party.")
+        self.cost.rounds += 1
+        self.cost.bytes_per_party += (self.parties - 1) * sum(
+            r[0].numel() * r.element_size() for r in rows
+        )
+        return self.transport.exchange(rows)
+
+    # ------------------------------------------------------------------ cost report
+    @contextmanager
+    def step(self, name: int | str) -> Iterator[StepCost]:
+        """Record the rounds, bytes and time of the code inside as one step."""
+        rounds, sent = self.cost.rounds, self.cost.bytes_per_party
+        dealt = self.transport.dealer_bytes()
+        previous = self.audit.step
+        self.audit.step = name if isinstance(name, int) else None
+        start = time.perf_counter()
+        record = StepCost(name, 0, 0, 0, 0.0)
+        try:
+            yield record
+        finally:
+            record.rounds = self.cost.rounds - rounds
+            record.bytes_per_party = self.cost.bytes_per_party - sent
+            record.dealer_bytes = self.transport.dealer_bytes() - dealt
+            record.seconds = time.perf_counter() - start
+            self.cost.steps.append(record)
+            self.audit.step = previous
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"Session(parties={self.parties}, local={self.local}, frac_bits={self.frac_bits}, "
+            f"transport={type(self.transport).__name__})"
+        )

@@ -1,0 +1,329 @@
+r"""Network SIR on secret shares: the private twin of :class:`lpm_graph.protocols.SIR`.
+
+One step, on shares (topology, rates and ``dt`` public; every agent's state private):
+
+1. force of infection ``lambda_i dt = sum_j tau w_ji dt I_j``: the plaintext
+   :class:`~lpm_graph.layers.Transmission` layer run on the shares of ``I`` (a public rate
+   times 0/1 indicators, summed over in-edges: local and exact in the ring);
+2. infection draw: agent ``i`` holds a private ``E_i ~ Exp(1)`` and is infected iff
+   ``lambda_i dt > E_i``, exactly Bernoulli(``1 - exp(-lambda_i dt)``): one secure comparison;
+   ``new_i = [lambda_i dt > E_i] S_i`` is one Beaver product;
+3. recovery draw: ``[gamma dt > F_i]`` against a private ``F_i ~ Exp(1)``, times ``I_i`` at the
+   start of the step;
+4. additive update ``S -= new``, ``I += new - rec``, ``R += rec`` on each party's shares;
+5. the declared aggregates (counts of S, I, R and the day's infections and recoveries) are
+   the only values opened.
+
+With ``E_i = -log u_i`` for the plaintext run's uniform ``u_i`` (same seed), the plaintext
+decision ``u_i >= exp(-lambda_i dt)`` is the same event, so a secure run reproduces
+:func:`lpm_graph.simulate` agent for agent, except where ``|lambda_i dt - E_i|`` is below the
+fixed-point resolution (these near ties are counted by the tests).
+
+Gradients with respect to the public rates: forward-mode tangents carried on shares, of the
+same straight-through estimator as the plaintext ``estimator="straight_through"`` run
+(``d new = exp(-lambda dt) d(lambda dt) S + b dS``, with a secure ``exp``); at the end only the
+gradient of a loss of the opened counts is opened.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from ..graph import PopulationGraph
+from ..layers.samplers import RandomStreams
+from ..protocols.base import seed_infected
+from ..protocols.sir import SIR
+from ..simulator import Trajectory
+from .session import Session
+from .tensor import SharedTensor, exp_neg, greater, multiply
+
+__all__ = ["SIRInputs", "SecureTrajectory", "secure_sir"]
+
+COUNTS = ("S", "I", "R", "infections", "recoveries")
+
+
+class SIRInputs:
+    """The agents' private inputs of a secure SIR run, as each agent knows them.
+
+    ``initial_infected`` (0/1 per agent), and per step ``infection_draw`` and
+    ``recovery_draw`` (``Exp(1)`` per agent: ``-log u`` of the uniforms a plaintext
+    :func:`lpm_graph.simulate` run with the same ``seed`` draws for the same flows). Picklable,
+    so that the dealer process of a multi-process run can hold it.
+
+    Args:
+        num_agents: agents of the population.
+        initial_infected: as in :func:`lpm_graph.simulate` (count, fraction, ids, mask).
+        seed: the run's seed.
+    """
+
+    def __init__(self, num_agents: int, initial_infected: object, seed: int = 0) -> None:
+        self.num_agents = int(num_agents)
+        self.initial_infected = initial_infected
+        self.seed = int(seed)
+
+    def __call__(self, name: str, step: int | None) -> tuple[Tensor, int] | Tensor:
+        streams = RandomStreams(self.seed)
+        n = self.num_agents
+        if name == "initial_infected":
+            infected = seed_infected(
+                self.initial_infected,
+                (n,),
+                streams,
+                torch.float64,
+                torch.device("cpu"),
+                "stochastic",
+            )
+            return infected.to(torch.int64), 0
+        flow = {"infection_draw": "infection", "recovery_draw": "recovery"}.get(name)
+        if flow is None:
+            raise KeyError(f"SIRInputs has no private input {name!r}.")
+        u = streams.uniform(flow, int(step), (n,), torch.float64)
+        return -torch.log(u.clamp(min=1e-300))  # Exp(1); u = 0 would be an infinite draw
+
+    def draws(self, steps: int) -> dict[str, Tensor]:
+        """Plaintext draws (tests): ``{"infection_draw": [T, N], "recovery_draw": [T, N]}``."""
+        return {
+            name: torch.stack([self(name, t) for t in range(steps)])
+            for name in ("infection_draw", "recovery_draw")
+        }
+
+
+@dataclass
+class SecureTrajectory(Trajectory):
+    """A secure run's opened aggregates (as :class:`~lpm_graph.simulator.Trajectory`), its
+    cost report, and (with ``tangents=``) the shared tangents of the counts."""
+
+    tangents: dict[str, SharedTensor] = field(default_factory=dict, repr=False)
+    parameters: tuple[str, ...] = ()
+    session: Session | None = field(default=None, repr=False)
+
+    def gradient(self, loss: Callable[[dict[str, Tensor]], Tensor]) -> tuple[Tensor, Tensor]:
+        """``(loss, d loss / d parameters)`` for a differentiable ``loss(counts_and_flows)`` of
+        the opened series; the weights ``d loss / d series`` are public, the tangents private,
+        and only the gradient (one number per parameter) is opened."""
+        if not self.tangents or self.session is None:
+            raise RuntimeError("run secure_sir with tangents=(...) to get gradients.")
+        series = {k: v.detach().clone().requires_grad_(True) for k, v in self.opened().items()}
+        value = loss(series)
+        if value.dim() != 0:
+            raise ValueError("loss must return a scalar.")
+        weights = torch.autograd.grad(value, list(series.values()), allow_unused=True)
+        total = None
+        for (name, _), w in zip(series.items(), weights):
+            if w is None:
+                continue
+            tangent = self.tangents[name]  # [T or T + 1, P]
+            term = tangent.mul_public(w.detach().to(torch.float64).unsqueeze(-1)).sum(0)
+            total = term if total is None else total + term
+        if total is None:
+            return value.detach(), torch.zeros(len(self.parameters), dtype=torch.float64)
+        self.session.audit.record("loss", "loss", value.detach())
+        grad = self.session.reveal(total, "gradient", "gradient")
+        return value.detach(), grad
+
+    def opened(self) -> dict[str, Tensor]:
+        return {**self.counts, **self.flows}
+
+
+def secure_sir(
+    protocol: SIR,
+    graph: PopulationGraph,
+    steps: int,
+    session: Session,
+    *,
+    tangents: Sequence[str] = (),
+    public: Tensor | None = None,
+) -> SecureTrajectory:
+    """Run ``protocol`` (a plaintext :class:`~lpm_graph.protocols.SIR`) on secret shares.
+
+    The agents' private inputs come from the session's owner (:class:`SIRInputs`): an
+    in-process ``Session(parties, owner=SIRInputs(...))`` or the multi-process launcher.
+
+    Args:
+        protocol: the SIR protocol; its rates, ``dt``, ``order`` and relations are public.
+        graph: the population graph (public topology and edge weights).
+        steps: number of steps.
+        session: the parties.
+        tangents: public parameters to differentiate (``"transmission_rate"``,
+            ``"recovery_rate"``; scalar rates): forward-mode tangents on shares.
+        public: optional bool mask ``[N]`` of agents whose state is public (mixed graphs):
+            their state is opened after every step (kind ``"public_state"``); the others'
+            never is.
+
+    Returns:
+        A :class:`SecureTrajectory` with ``counts`` (``S``, ``I``, ``R``: ``[T + 1]``) and
+        ``flows`` (``infections``, ``recoveries``: ``[T]``), as opened aggregates.
+    """
+    if not isinstance(protocol, SIR):
+        raise TypeError(f"secure_sir runs an SIR protocol, got {type(protocol).__name__}.")
+    protocol.check(graph)
+    n = graph.num_nodes(protocol.node_type)
+    params = tuple(tangents)
+    for name in params:
+        if name not in ("transmission_rate", "recovery_rate"):
+            raise ValueError(
+                f"unknown parameter {name!r}; tangents are for 'transmission_rate' and "
+                "'recovery_rate'."
+            )
+        if getattr(protocol, name).dim() != 0:
+            raise ValueError(f"tangents need a scalar {name}; per-edge rates are not supported.")
+    if public is not None:
+        public = torch.as_tensor(public, dtype=torch.bool)
+        if public.shape != (n,):
+            raise ValueError(
+                f"public must be a bool mask of the {n} agents, got {list(public.shape)}."
+            )
+    dt = protocol.dt
+    tau_dt = protocol.transmission_rate.detach().to(torch.float64) * dt
+    gamma_dt = float(protocol.recovery_rate.detach()) * dt
+    d_tau = torch.tensor(
+        [dt if p == "transmission_rate" else 0.0 for p in params], dtype=torch.float64
+    )
+    d_gamma = torch.tensor(
+        [dt * math.exp(-gamma_dt) if p == "recovery_rate" else 0.0 for p in params],
+        dtype=torch.float64,
+    )
+    infection = protocol.phases[0 if protocol.order == "infect_first" else 1]
+    relations = infection.relations(graph)
+    layer = infection.transmission
+    one = torch.tensor(1)
+
+    def force(infectious: SharedTensor, rate: Tensor) -> SharedTensor:
+        """``sum_j rate w_ji x_j`` over the infection relations (local on shares)."""
+        total = None
+        for rel in relations:
+            lam = layer(graph.csr(rel), infectious, rate, edge_weight=_weight(graph, rel))
+            total = lam if total is None else total + lam
+        return total if total is not None else infectious * 0
+
+    def infection_tangent(inf, lam, state, tangent):
+        """``d new = exp(-lambda dt) d(lambda dt) S + b dS`` (straight-through), ``[N, P]``."""
+        contacts = force(state["I"], one)  # sum_j w_ji I_j
+        d_lam = contacts.unsqueeze(1).mul_public(d_tau) + force(tangent["I"], tau_dt)
+        d_lam = d_lam.rescale()
+        d_p = multiply(exp_neg(lam).unsqueeze(1), d_lam, frac_bits=session.frac_bits)
+        size = (n, len(params))
+        pieces = multiply(
+            SharedTensor.cat([d_p, tangent["S"]], dim=1),
+            SharedTensor.cat(
+                [state["S"].unsqueeze(1).expand(*size), inf.unsqueeze(1).expand(*size)], dim=1
+            ),
+        )
+        return pieces[:, : len(params)] + pieces[:, len(params) :]
+
+    def recovery_tangent(rec_b, start_i, d_start_i):
+        """``d rec = d r I + b dI`` with ``d r = exp(-gamma dt) dt d gamma`` public."""
+        return start_i.unsqueeze(1).mul_public(d_gamma) + multiply(rec_b.unsqueeze(1), d_start_i)
+
+    with session.step("setup"):
+        infected = session.input("initial_infected")
+        state = {"S": 1 - infected, "I": infected, "R": infected * 0}
+        tangent: dict[str, SharedTensor] = {}
+        if params:
+            zero = session.public(torch.zeros((n, len(params)), dtype=torch.float64))
+            tangent = {"S": zero, "I": zero, "R": zero}
+        series: dict[str, list[Tensor]] = {name: [] for name in COUNTS}
+        d_series: dict[str, list[SharedTensor]] = {name: [] for name in COUNTS}
+        _observe(session, state, tangent, series, d_series, public, None)
+
+    threshold = session.public(torch.full((n,), gamma_dt, dtype=torch.float64))
+    for t in range(steps):
+        with session.step(t):
+            e_draw = session.input("infection_draw", t)
+            f_draw = session.input("recovery_draw", t)
+            start_i, d_start_i = state["I"], tangent.get("I")
+            d_new = d_rec = None
+            if protocol.order == "infect_first":
+                lam = force(state["I"], tau_dt)
+                bits = greater(
+                    SharedTensor.cat([lam, threshold]), SharedTensor.cat([e_draw, f_draw])
+                )
+                inf, rec_b = bits[:n], bits[n:]
+                moved = multiply(bits, SharedTensor.cat([state["S"], start_i]))
+                new, rec = moved[:n], moved[n:]
+                if params:
+                    d_new = infection_tangent(inf, lam, state, tangent)
+                    d_rec = recovery_tangent(rec_b, start_i, d_start_i)
+                state, tangent = _apply(state, tangent, "S", "I", new, d_new)
+                state, tangent = _apply(state, tangent, "I", "R", rec, d_rec)
+            else:
+                rec_b = greater(threshold, f_draw)
+                rec = multiply(rec_b, start_i)
+                if params:
+                    d_rec = recovery_tangent(rec_b, start_i, d_start_i)
+                state, tangent = _apply(state, tangent, "I", "R", rec, d_rec)
+                lam = force(state["I"], tau_dt)
+                inf = greater(lam, e_draw)
+                new = multiply(inf, state["S"])
+                if params:
+                    d_new = infection_tangent(inf, lam, state, tangent)
+                state, tangent = _apply(state, tangent, "S", "I", new, d_new)
+            flows = {"infections": new, "recoveries": rec}
+            d_flows = {"infections": d_new, "recoveries": d_rec}
+            _observe(session, state, tangent, series, d_series, public, (flows, d_flows))
+
+    counts = {k: torch.stack(series[k]) for k in ("S", "I", "R")}
+    flows = {k: torch.stack(series[k]) for k in ("infections", "recoveries")}
+    out_tangents = {}
+    if params:
+        out_tangents = {k: SharedTensor.stack(v) for k, v in d_series.items() if v}
+    return SecureTrajectory(
+        counts=counts,
+        flows=flows,
+        final_state={},
+        dt=dt,
+        tangents=out_tangents,
+        parameters=params,
+        session=session,
+    )
+
+
+# ---------------------------------------------------------------------- step pieces
+def _weight(graph: PopulationGraph, rel) -> Tensor | None:
+    w = graph.edge_weight(rel)
+    return None if w is None else w.to(torch.float64)
+
+
+def _apply(state, tangent, source, target, flow, d_flow):
+    """Move ``flow`` from compartment ``source`` to ``target`` (additive, on shares)."""
+    state = {**state, source: state[source] - flow, target: state[target] + flow}
+    if d_flow is not None:
+        tangent = {**tangent, source: tangent[source] - d_flow, target: tangent[target] + d_flow}
+    return state, tangent
+
+
+def _observe(session, state, tangent, series, d_series, public, step_flows):
+    """Open the declared aggregates (one round) and keep the tangents' sums on shares."""
+    names = ["S", "I", "R"]
+    values = [state[k] for k in names]
+    if step_flows is not None:
+        flows, d_flows = step_flows
+        names += ["infections", "recoveries"]
+        values += [flows["infections"], flows["recoveries"]]
+    sums = SharedTensor.stack([v.sum() for v in values])
+    rows = [sums.shares]
+    if public is not None and bool(public.any()):
+        idx = public.nonzero().squeeze(1)
+        rows.append(
+            SharedTensor.stack([state[k].index_select(0, idx) for k in ("S", "I", "R")]).shares
+        )
+    opened = session.open_raw(
+        rows,
+        ["counts", "public agents' S, I, R"][: len(rows)],
+        ["aggregate", "public_state"][: len(rows)],
+    )
+    scale = sums.frac_bits
+    counts = opened[0].to(torch.float64) / 2.0**scale
+    for name, value in zip(names, counts):
+        series[name].append(value)
+    if tangent:
+        for name in ("S", "I", "R"):
+            d_series[name].append(tangent[name].sum(0))
+        if step_flows is not None:
+            for name in ("infections", "recoveries"):
+                d_series[name].append(step_flows[1][name].sum(0))
