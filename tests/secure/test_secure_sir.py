@@ -1,0 +1,169 @@
+"""Secure SIR against the plaintext simulator on the same realisation: force of infection,
+infection decisions, daily counts, gradients, mixed public/private graphs and the cost."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lpm_graph import simulate
+from lpm_graph.datasets.generators import erdos_renyi
+from lpm_graph.layers.transmission import Transmission
+from lpm_graph.protocols import SIR
+from lpm_graph.secure import Session, decode, encode
+from lpm_graph.secure.sir import SIRInputs, secure_sir
+from lpm_graph.secure.tensor import decode_shares
+
+TIE = 2.0**-12
+
+
+@pytest.fixture(scope="module")
+def run_10k():
+    """One 60-step run at N = 10,000: plaintext (float64, states kept) and secure."""
+    n, steps, tau, gamma = 10_000, 60, 0.06, 0.1
+    graph = erdos_renyi(n, 10, seed=2)
+    inputs = SIRInputs(n, 20, seed=9)
+    plain = simulate(
+        SIR(tau, gamma, learnable=False),
+        graph,
+        steps,
+        initial_infected=20,
+        seed=9,
+        dtype=torch.float64,
+        record_states=True,
+    )
+    session = Session(2, seed=1, owner=inputs)
+    secure = secure_sir(SIR(tau, gamma, learnable=False), graph, steps, session)
+    return graph, inputs, plain, secure, session, (tau, gamma, steps)
+
+
+def test_daily_counts_equal_the_plaintext_run_at_10k_agents(run_10k):
+    _, _, plain, secure, _, _ = run_10k
+    assert float(plain.counts["R"][-1]) > 1000  # a real epidemic, not a fizzle
+    for name in ("S", "I", "R"):
+        assert torch.equal(secure.counts[name], plain.counts[name]), name
+    for name in ("infections", "recoveries"):
+        assert torch.equal(secure.flows[name], plain.flows[name]), name
+
+
+def test_force_of_infection_and_decisions_against_float_plaintext(run_10k):
+    """Step by step on the plaintext states: secure lambda within 1e-4 of float64 and bit for
+    bit equal to the int64 fixed-point computation; decisions identical except near ties."""
+    graph, inputs, plain, _, _, (tau, _, steps) = run_10k
+    session = Session(2, seed=3)
+    layer = Transmission()
+    csr = graph.csr(graph.relations[0])
+    rate = encode(torch.tensor(tau, dtype=torch.float64))
+    worst, differing, ties = 0.0, 0, 0
+    for t in range(0, steps, 3):
+        infectious = plain.states[t]["I"]
+        shared = session.share(infectious.long())
+        lam = layer(csr, shared, torch.tensor(tau, dtype=torch.float64))
+        fixed = torch.zeros(graph.num_nodes(), dtype=torch.int64).index_add_(
+            0, csr.row, rate * infectious.long()[csr.col]
+        )
+        assert torch.equal(lam.shares.sum(0), fixed)  # linear part: exact in the ring
+        exact = layer(csr, infectious, torch.tensor(tau, dtype=torch.float64))
+        worst = max(worst, float((decode_shares(lam) - exact).abs().max()))
+        draw = inputs("infection_draw", t)
+        infected = decode_shares(lam > session.share(draw)).bool()
+        susceptible = plain.states[t]["S"].bool()
+        want = (exact > draw) & susceptible
+        got = infected & susceptible
+        near = ((exact - draw).abs() < TIE) & susceptible
+        differing += int((got != want).sum())
+        ties += int(near.sum())
+        assert not bool(((got != want) & ~near).any())  # every difference is a near tie
+    assert worst < 1e-4
+    print(f"max |lambda error| {worst:.2e}; differing decisions {differing}; near ties {ties}")
+
+
+def test_gradients_match_plaintext_autograd_on_the_same_realisation():
+    n, steps = 2000, 40
+    graph = erdos_renyi(n, 10, seed=1)
+    for order in ("infect_first", "recover_first"):
+        session = Session(2, seed=5, owner=SIRInputs(n, 10, seed=3))
+        secure = secure_sir(
+            SIR(0.13, 0.1, order=order, learnable=False),
+            graph,
+            steps,
+            session,
+            tangents=("transmission_rate", "recovery_rate"),
+        )
+        tau = torch.tensor(0.13, dtype=torch.float64, requires_grad=True)
+        gamma = torch.tensor(0.1, dtype=torch.float64, requires_grad=True)
+        plain = simulate(
+            SIR(tau, gamma, order=order), graph, steps, initial_infected=10, seed=3,
+            dtype=torch.float64,
+        )  # fmt: skip
+        assert torch.equal(secure.counts["R"], plain.counts["R"].detach())
+
+        def loss(series):
+            return ((series["infections"] - 20.0) ** 2).mean() + series["R"][-1] / n
+
+        value, grad = secure.gradient(loss)
+        reference = loss({**plain.counts, **plain.flows})
+        reference.backward()
+        want = torch.stack([tau.grad, gamma.grad])
+        assert float(value) == pytest.approx(float(reference.detach()))
+        assert torch.allclose(grad, want, rtol=1e-3), (order, grad, want)
+        kinds = session.audit.kinds()
+        assert kinds["gradient"] == 1 and kinds["loss"] == 1
+
+
+def test_mixed_graph_opens_public_agents_only():
+    n, steps = 1500, 25
+    graph = erdos_renyi(n, 8, seed=4)
+    public = torch.zeros(n, dtype=torch.bool)
+    public[::3] = True  # a third of the agents are public
+    session = Session(3, seed=2, owner=SIRInputs(n, 15, seed=6))
+    from lpm_graph.secure import AuditLog
+
+    session.audit = AuditLog(keep_values=True)
+    secure = secure_sir(SIR(0.1, 0.1, learnable=False), graph, steps, session, public=public)
+    plain = simulate(
+        SIR(0.1, 0.1, learnable=False), graph, steps, initial_infected=15, seed=6,
+        dtype=torch.float64, record_states=True,
+    )  # fmt: skip
+    assert torch.equal(secure.counts["I"], plain.counts["I"])
+    opened = [
+        (o, v) for o, v in zip(session.audit.openings, session.audit.values)
+        if o.kind == "public_state"
+    ]  # fmt: skip
+    assert len(opened) == steps + 1
+    for t, (_, value) in enumerate(opened):
+        state = torch.stack([plain.states[t][k][public] for k in ("S", "I", "R")])
+        assert torch.equal(value, state.long())  # public agents' states, scale 0
+    assert all(o.shape == (3, int(public.sum())) for o, _ in opened)
+    assert session.audit.names("aggregate") == {"counts"}
+
+
+def test_aggregation_is_free_and_step_bytes_grow_with_agents_not_edges():
+    def step_bytes(n, degree):
+        graph = erdos_renyi(n, degree, seed=0)
+        session = Session(2, seed=0, owner=SIRInputs(n, 5, seed=0))
+        layer = Transmission()
+        infected = session.input("initial_infected")
+        before = (session.cost.rounds, session.cost.bytes_per_party)
+        layer(graph.csr(graph.relations[0]), infected, torch.tensor(0.2, dtype=torch.float64))
+        assert (session.cost.rounds, session.cost.bytes_per_party) == before  # 0 bytes
+        secure_sir(SIR(0.2, 0.1, learnable=False), graph, 2, session)
+        return session.cost.steps[-1].bytes_per_party
+
+    small, dense, double = step_bytes(1000, 4), step_bytes(1000, 40), step_bytes(2000, 4)
+    assert small == dense  # ten times the edges, the same bytes
+    per_agent = (double - small) / 1000
+    assert small == pytest.approx(per_agent * 1000, rel=0.01)  # linear in N
+    assert 300 < per_agent < 1000  # two comparisons and two products per agent
+
+
+def test_bad_input_is_refused():
+    graph = erdos_renyi(100, 4, seed=0)
+    session = Session(2, owner=SIRInputs(100, 2))
+    with pytest.raises(ValueError, match="unknown parameter"):
+        secure_sir(SIR(0.1, 0.1), graph, 2, session, tangents=("beta",))
+    with pytest.raises(ValueError, match="bool mask"):
+        secure_sir(SIR(0.1, 0.1), graph, 2, session, public=torch.ones(5, dtype=torch.bool))
+    with pytest.raises(TypeError, match="SIR protocol"):
+        secure_sir(object(), graph, 2, session)  # type: ignore[arg-type]
+    assert decode(encode(torch.tensor(0.5))) == 0.5
