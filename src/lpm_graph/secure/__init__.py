@@ -11,10 +11,12 @@ which record them in the session's :class:`AuditLog`.
 
 from .audit import KINDS, AuditLog, Opening
 from .dealer import Dealer
+from .distributed import DistributedTransport, launch, session_from_env
 from .layers import SecureProtocolLayer, secure_propagate
 from .ring import FRAC_BITS, decode, encode
 from .session import CostReport, LocalTransport, Session, StepCost, Transport
-from .tensor import SharedTensor, exp_neg, greater, is_shared
+from .sir import SecureTrajectory, SIRInputs, secure_sir
+from .tensor import SharedTensor, exp_neg, greater, is_shared, multiply
 
 __all__ = [
     "FRAC_BITS",
@@ -22,9 +24,12 @@ __all__ = [
     "AuditLog",
     "CostReport",
     "Dealer",
+    "DistributedTransport",
     "LocalTransport",
     "Opening",
+    "SIRInputs",
     "SecureProtocolLayer",
+    "SecureTrajectory",
     "Session",
     "SharedTensor",
     "StepCost",
@@ -34,5 +39,9 @@ __all__ = [
     "exp_neg",
     "greater",
     "is_shared",
+    "launch",
+    "multiply",
     "secure_propagate",
+    "secure_sir",
+    "session_from_env",
 ]

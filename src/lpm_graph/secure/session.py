@@ -46,7 +46,7 @@ class Transport:
         raise NotImplementedError
 
     def dealer_bytes(self) -> int:
-        """Bytes the dealer has sent to the local parties so far."""
+        """Bytes the dealer has sent to one party so far."""
         return 0
 
     def close(self) -> None:
@@ -72,7 +72,8 @@ class LocalTransport(Transport):
         return self.dealer.input(name, step)
 
     def dealer_bytes(self) -> int:
-        return self.dealer.bytes_dealt
+        # per party, as the multi-process transport counts what its party received
+        return self.dealer.bytes_dealt // self.parties
 
 
 @dataclass
