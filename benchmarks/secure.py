@@ -64,10 +64,15 @@ def main() -> None:
     parser.add_argument("--degree", type=float, default=10.0)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--frac-bits", type=int, default=16, help="fixed-point fractional bits")
     parser.add_argument("--scaling", type=int, default=1, help="0: skip the scaling table")
     parser.add_argument("--output", default="benchmarks/results/secure.md")
     args = parser.parse_args()
-    lines = [f"# Secure SIR, 2 parties: {args.agents:,} agents x {args.steps} steps", ""]
+    lines = [
+        f"# Secure SIR, 2 parties: {args.agents:,} agents x {args.steps} steps, "
+        f"{args.frac_bits} fractional bits",
+        "",
+    ]
 
     owner = SIRInputs(args.agents, 20, seed=args.seed)
     start = time.perf_counter()
@@ -76,6 +81,7 @@ def main() -> None:
         parties=2,
         seed=args.seed,
         owner=owner,
+        frac_bits=args.frac_bits,
         args=(args.agents, args.degree, args.steps, args.seed),
         timeout=1800,
     )

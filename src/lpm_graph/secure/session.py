@@ -3,6 +3,7 @@ and the cost report."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -148,8 +149,11 @@ class Session:
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.audit = audit if audit is not None else AuditLog()
         self.cost = CostReport()
-        # shares of values this process knows (share()): its own generator, seeded
-        self._generator = torch.Generator(device=self.device).manual_seed(seed + 7919)
+        # shares of values this process knows (share()): its own stream, never the dealer's
+        key = hashlib.blake2b(f"share\x1f{seed}".encode(), digest_size=8).digest()
+        self._generator = torch.Generator(device=self.device).manual_seed(
+            int.from_bytes(key, "little") & (2**63 - 1)
+        )
 
     # ------------------------------------------------------------------ making shares
     def share(self, value: Tensor | float, frac_bits: int | None = None) -> SharedTensor:
