@@ -265,9 +265,10 @@ def _runs(model: nn.Module, cfg: CountyExperiment) -> Tensor:
 
 
 def _persistence(reported: Tensor, forecast: int, steps: int) -> Tensor:
-    """Every future day gets the mean daily deaths of the last reported week."""
+    """Every future day gets the mean daily deaths of the last reported week (NaN before the
+    forecast: persistence fits nothing, and the plot draws it on the forecast days only)."""
     last_week = torch.nan_to_num(reported[forecast - 7 : forecast], 0.0).mean()
-    out = torch.nan_to_num(reported.clone(), 0.0)
+    out = torch.full_like(reported, float("nan"))
     out[forecast:steps] = last_week
     return out
 
