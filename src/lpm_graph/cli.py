@@ -125,6 +125,7 @@ def _calibrate(args: argparse.Namespace) -> int:
                 dates=result.dates,
                 train_end=result.forecast_start,
                 title=f"County {cfg.county}: daily deaths, fit and forecast",
+                ylabel="daily deaths (reported)",
                 ax=ax,
             )
             fig.savefig(out / "forecast.png", dpi=120, bbox_inches="tight")

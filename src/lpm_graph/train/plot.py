@@ -33,6 +33,7 @@ def plot_forecast(
     dates: Sequence[Any] | None = None,
     train_end: int | None = None,
     title: str | None = None,
+    ylabel: str | None = None,
     ax: Axes | None = None,
 ) -> Axes:
     """Draw each model's fit and forecast, the observed series and the end of training.
@@ -55,6 +56,7 @@ def plot_forecast(
             as the longest series; ``None`` numbers the days from 0.
         train_end: the first day not used for training (``None``: no line).
         title: the axes title.
+        ylabel: the y-axis label (e.g. ``"daily deaths"``).
         ax: the axes to draw on (``None``: a new figure).
 
     Returns:
@@ -104,6 +106,8 @@ def plot_forecast(
     if dates is not None:
         ax.xaxis_date()
     ax.set_xlabel("date" if dates is not None else "day")
+    if ylabel is not None:
+        ax.set_ylabel(ylabel)
     if title is not None:
         ax.set_title(title)
     ax.legend(loc="best", fontsize="small")
