@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from .ring import FRAC_BITS, encode, logical_shift_right, random_ring
+from .ring import FRAC_BITS, encode_scaled, logical_shift_right, random_ring
 
 __all__ = [
     "Correlation",
@@ -153,10 +153,8 @@ class Dealer:
             )
         out = self.owner(name, step)
         value, bits = out if isinstance(out, tuple) else (out, None)
-        value = torch.as_tensor(value, device=self.device)
-        if bits is None:
-            bits = self.frac_bits if value.is_floating_point() else 0
-        return self._split(encode(value, bits)), bits
+        encoded, bits = encode_scaled(value, bits, self.frac_bits, self.device)
+        return self._split(encoded), bits
 
     def make(self, kind: str, shape: tuple[int, ...], **kwargs) -> dict[str, Tensor]:
         """Dispatch by kind name (what a remote party asks for)."""

@@ -20,6 +20,7 @@ __all__ = [
     "RING_BITS",
     "decode",
     "encode",
+    "encode_scaled",
     "logical_shift_right",
     "random_ring",
 ]
@@ -59,6 +60,16 @@ def encode(value: Tensor | float, frac_bits: int = FRAC_BITS, device=None) -> Te
                 f"{frac_bits} fractional bits (limit {_LIMIT / 2.0**frac_bits:g}); rescale it."
             )
     return torch.round(x * 2.0**frac_bits).to(torch.int64)
+
+
+def encode_scaled(
+    value: Tensor | float, frac_bits: int | None, default: int, device=None
+) -> tuple[Tensor, int]:
+    """``(encode(value, bits), bits)`` with ``bits = frac_bits``, or by default ``default`` for
+    float values and 0 (exact integers) for integer and bool values."""
+    x = torch.as_tensor(value, device=device)
+    bits = (default if x.is_floating_point() else 0) if frac_bits is None else frac_bits
+    return encode(x, bits), bits
 
 
 def decode(value: Tensor, frac_bits: int = FRAC_BITS, dtype: torch.dtype = torch.float64) -> Tensor:

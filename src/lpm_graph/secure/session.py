@@ -15,7 +15,7 @@ from torch import Tensor
 
 from .audit import AuditLog
 from .dealer import Correlation, Dealer, InputOwner
-from .ring import FRAC_BITS, decode, encode
+from .ring import FRAC_BITS, decode, encode_scaled
 
 if TYPE_CHECKING:
     from .tensor import SharedTensor
@@ -146,6 +146,9 @@ class Session:
         self.transport = transport
         self.parties = transport.parties
         self.local = transport.local
+        # the row of party 0 among the local rows (None when this process is another party):
+        # public constants are added to party 0's share only
+        self.lead = self.local.index(0) if 0 in self.local else None
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.audit = audit if audit is not None else AuditLog()
         self.cost = CostReport()
@@ -166,11 +169,7 @@ class Session:
         from .dealer import split_additive
         from .tensor import SharedTensor
 
-        value = torch.as_tensor(value, device=self.device)
-        bits = (
-            (self.frac_bits if value.is_floating_point() else 0) if frac_bits is None else frac_bits
-        )
-        encoded = encode(value, bits)
+        encoded, bits = encode_scaled(value, frac_bits, self.frac_bits, self.device)
         shares = split_additive(encoded, self.parties, self._generator)
         return SharedTensor(shares[list(self.local)], bits, self)
 
@@ -185,16 +184,12 @@ class Session:
         """A public value as a (trivial) sharing: party 0 holds it, the others hold 0."""
         from .tensor import SharedTensor
 
-        value = torch.as_tensor(value, device=self.device)
-        bits = (
-            (self.frac_bits if value.is_floating_point() else 0) if frac_bits is None else frac_bits
-        )
-        encoded = encode(value, bits)
+        encoded, bits = encode_scaled(value, frac_bits, self.frac_bits, self.device)
         shares = torch.zeros(
             (len(self.local), *encoded.shape), dtype=torch.int64, device=self.device
         )
-        if 0 in self.local:
-            shares[self.local.index(0)] = encoded
+        if self.lead is not None:
+            shares[self.lead] = encoded
         return SharedTensor(shares, bits, self)
 
     def correlation(self, kind: str, shape: tuple[int, ...], **kwargs) -> Correlation:

@@ -168,9 +168,8 @@ class SharedTensor:
             dtype=torch.int64,
             device=self.device,
         )
-        local = self.session.local
-        if 0 in local:
-            rows[local.index(0)] = encoded
+        if self.session.lead is not None:
+            rows[self.session.lead] = encoded
         return rows
 
     def __add__(self, other: Any) -> SharedTensor:
@@ -269,9 +268,8 @@ def multiply(x: SharedTensor, y: SharedTensor, frac_bits: int | None = None) -> 
     a, b, c = triple["a"], triple["b"], triple["c"]
     e, f = session.open_raw([xs - a, ys - b], "beaver", "beaver_mask")
     z = c + e * b + f * a
-    local = session.local
-    if 0 in local:
-        z[local.index(0)] += e * f
+    if session.lead is not None:
+        z[session.lead] += e * f
     scale = x.frac_bits + y.frac_bits
     out = SharedTensor(z, scale, session)
     keep = max(x.frac_bits, y.frac_bits, session.frac_bits) if frac_bits is None else frac_bits
@@ -292,18 +290,17 @@ def truncate(x: SharedTensor, bits: int) -> SharedTensor:
     if bits <= 0:
         return x
     session = x.session
-    local = session.local
     offset = 1 << 62
     corr = session.correlation("truncation", tuple(x.shape), bits=bits).use()
     shifted = x.shares.clone()
-    if 0 in local:
-        shifted[local.index(0)] += offset
+    if session.lead is not None:
+        shifted[session.lead] += offset
     (c,) = session.open_raw([shifted + corr["r"]], "truncation", "truncation_mask")
     c_msb = logical_shift_right(c, RING_BITS - 1)
     wrap = corr["msb"] * (1 - c_msb)
     out = -corr["shifted"] + (wrap << (RING_BITS - bits))
-    if 0 in local:
-        out[local.index(0)] += logical_shift_right(c, bits) - (offset >> bits)
+    if session.lead is not None:
+        out[session.lead] += logical_shift_right(c, bits) - (offset >> bits)
     return SharedTensor(out, x.frac_bits - bits, session)
 
 
@@ -348,12 +345,11 @@ def _and_many(session: Session, pairs: list[tuple[Tensor, Tensor]]) -> list[Tens
         masks += [x ^ t["a"], y ^ t["b"]]
     opened = session.open_raw(masks, "and", "binary_mask", xor=True)
     out = []
-    local = session.local
     for k, t in enumerate(triples):
         e, f = opened[2 * k], opened[2 * k + 1]
         z = t["c"] ^ (e & t["b"]) ^ (f & t["a"])
-        if 0 in local:
-            z[local.index(0)] ^= e & f
+        if session.lead is not None:
+            z[session.lead] ^= e & f
         out.append(z)
     return out
 
@@ -384,9 +380,8 @@ def _bit_to_arithmetic(session: Session, bit: Tensor) -> SharedTensor:
     (c,) = session.open_raw([masked], "comparison", "comparison_mask", xor=True)
     c = c.to(torch.int64)
     out = corr["arithmetic"] * (1 - 2 * c)
-    local = session.local
-    if 0 in local:
-        out[local.index(0)] += c
+    if session.lead is not None:
+        out[session.lead] += c
     return SharedTensor(out, 0, session)
 
 
