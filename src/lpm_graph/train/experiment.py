@@ -181,7 +181,7 @@ def run_county_experiment(
     for name, (model, _, _, _) in results.items():
         with torch.no_grad():
             predictions[name] = model()["deaths"]
-        runs[name] = _runs(model, cfg)
+        runs[name] = _runs(model, cfg, predictions[name])
         metrics[name] = forecast_metrics(predictions[name], data["reported"], forecast, horizons)
     persistence = _persistence(data["reported"], forecast, steps)
     predictions["persistence (last week)"] = persistence
@@ -252,8 +252,9 @@ def _population(cfg: CountyExperiment) -> tuple[PopulationGraph, float]:
     return graph, float(cfg.population) / cfg.agents
 
 
-def _runs(model: nn.Module, cfg: CountyExperiment) -> Tensor:
-    """``[S, T]`` daily deaths of stochastic runs of a fitted simulator (else its one run)."""
+def _runs(model: nn.Module, cfg: CountyExperiment, fitted: Tensor) -> Tensor:
+    """``[S, T]`` daily deaths of stochastic runs of a fitted simulator (else its ``fitted``
+    run, which is already computed)."""
     with torch.no_grad():
         if isinstance(model, SimulatorModel) and cfg.uncertainty_seeds > 0:
             runs = copy.copy(model)
@@ -261,7 +262,7 @@ def _runs(model: nn.Module, cfg: CountyExperiment) -> Tensor:
             runs.simulator.mode = "stochastic"
             series = [runs(seed=cfg.seed + s)["deaths"] for s in range(cfg.uncertainty_seeds)]
             return torch.stack(series)
-        return model()["deaths"].unsqueeze(0)
+        return fitted.unsqueeze(0)
 
 
 def _persistence(reported: Tensor, forecast: int, steps: int) -> Tensor:
