@@ -13,8 +13,8 @@ import torch
 from lpm_graph import PopulationGraph, simulate
 from lpm_graph.layers import ProtocolLayer
 from lpm_graph.layers.transmission import Transmission
-from lpm_graph.protocols import SIR
-from lpm_graph.secure import Session, SIRInputs, launch, secure_sir
+from lpm_graph.protocols import SEIRM, SIR
+from lpm_graph.secure import SEIRMInputs, Session, SIRInputs, launch, secure_seirm, secure_sir
 
 EDGES = torch.tensor([[0, 1, 3, 2, 1], [2, 2, 2, 0, 0]])
 WEIGHTS = torch.tensor([1.0, 2.0, 0.5, 1.0, 3.0], dtype=torch.float64)
@@ -22,6 +22,7 @@ INFECTIOUS = torch.tensor([1, 1, 0, 1])
 X = torch.tensor([0.5, -1.0, 2.0, 4.0], dtype=torch.float64)
 Y = torch.tensor([1.0, 0.0, -0.25, 3.0], dtype=torch.float64)
 N, STEPS, SEED = 300, 30, 4
+DOUBLE = torch.float64
 
 
 class Mixed(ProtocolLayer):
@@ -30,20 +31,37 @@ class Mixed(ProtocolLayer):
 
 
 def ring_graph() -> PopulationGraph:
-    """A ring with chords: every agent i meets i +- 1 and i +- 7 (mod N)."""
+    """A ring with chords: every agent i meets i +- 1 and i +- 7 (mod N); age group i % 8."""
     src = torch.arange(N).repeat(4)
     dst = torch.cat([(torch.arange(N) + k) % N for k in (1, -1, 7, -7)])
-    return PopulationGraph.from_edge_index(torch.stack([src, dst]), num_nodes=N)
+    graph = PopulationGraph.from_edge_index(torch.stack([src, dst]), num_nodes=N)
+    graph.set_node_attrs("agent", age_group=torch.arange(N) % 8)
+    return graph
+
+
+def seirm(learnable: bool = False) -> SEIRM:
+    mortality = torch.linspace(0.05, 0.4, 8, dtype=torch.float64)
+    return SEIRM(torch.tensor(3.0, dtype=torch.float64), mortality, learnable=learnable)
 
 
 class Inputs(SIRInputs):
-    """The SIR run's private inputs plus the small layer checks' values."""
+    """The SIR and SEIRM runs' private inputs plus the small layer checks' values."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seirm = SEIRMInputs(seirm(), *args, **kwargs)
 
     def __call__(self, name, step):
         small = {"infectious": INFECTIOUS, "x": X, "y": Y}
         if name in small:
             return small[name]
-        return super().__call__(name, step)
+        if name == "recovery_draw":
+            return super().__call__(name, step)
+        return self.seirm(name, step)  # the same initial infections and infection draws
+
+
+def seirm_loss(series):
+    return ((series["deaths"] - 1.0) ** 2).sum() + series["E"].sum() / N
 
 
 def loss(series):
@@ -67,6 +85,13 @@ def suite(session: Session | None) -> dict[str, torch.Tensor]:
         value.backward()
         out["counts"] = torch.stack([run.counts[k].detach() for k in ("S", "I", "R")])
         out["loss"], out["gradient"] = value.detach(), tau.grad.reshape(1)
+        model = seirm(learnable=True)
+        run = simulate(model, ring_graph(), STEPS, initial_infected=3, seed=SEED, dtype=DOUBLE)
+        value = seirm_loss({**run.counts, **run.flows})
+        value.backward()
+        out["seirm counts"] = torch.stack([run.counts[k].detach() for k in "SEIRM"])
+        grad = torch.cat([model.reproduction_number.grad.reshape(1), model.mortality.grad]).double()
+        out["seirm loss"], out["seirm gradient"] = value.detach(), grad
         return out
     lam = Transmission()(EDGES, session.input("infectious"), torch.tensor(0.25), WEIGHTS)
     out["transmission"] = lam.reveal("transmission", "output")
@@ -83,6 +108,10 @@ def suite(session: Session | None) -> dict[str, torch.Tensor]:
     )
     out["counts"] = torch.stack([run.counts[k] for k in ("S", "I", "R")])
     out["loss"], out["gradient"] = run.gradient(loss)
+    parameters = ("reproduction_number", "mortality")
+    run = secure_seirm(seirm(), ring_graph(), STEPS, session, tangents=parameters)
+    out["seirm counts"] = torch.stack([run.counts[k] for k in "SEIRM"])
+    out["seirm loss"], out["seirm gradient"] = run.gradient(seirm_loss)
     out["kinds"] = sorted(session.audit.kinds())
     return out
 
@@ -114,6 +143,8 @@ def test_plaintext_suite_is_the_hand_computation(plaintext):
     want = torch.tensor([1.0, 0.0, -0.25, 0.0], dtype=torch.float64)
     assert torch.allclose(plaintext["mixed"], want)
     assert float(plaintext["counts"][2, -1]) > 30  # the epidemic spreads on the ring
+    assert float(plaintext["seirm counts"][4, -1]) >= 3  # SEIRM: deaths on the ring
+    assert int((plaintext["seirm gradient"] != 0).sum()) >= 6
 
 
 def test_secure_suite_equals_the_plaintext_suite(secure, plaintext):
@@ -122,6 +153,10 @@ def test_secure_suite_equals_the_plaintext_suite(secure, plaintext):
     assert torch.equal(secure["counts"], plaintext["counts"])
     assert float(secure["loss"]) == pytest.approx(float(plaintext["loss"]))
     assert torch.allclose(secure["gradient"], plaintext["gradient"], rtol=1e-3)
+    assert torch.equal(secure["seirm counts"], plaintext["seirm counts"])
+    assert float(secure["seirm loss"]) == pytest.approx(float(plaintext["seirm loss"]))
+    want = plaintext["seirm gradient"]
+    assert torch.allclose(secure["seirm gradient"], want, rtol=1e-3, atol=1e-6 * want.abs().max())
     allowed = {"aggregate", "beaver_mask", "binary_mask", "comparison_mask"}
     allowed |= {"truncation_mask", "output", "loss", "gradient"}
     assert set(secure["kinds"]) <= allowed

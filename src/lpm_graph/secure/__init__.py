@@ -14,6 +14,7 @@ from .dealer import Dealer
 from .distributed import DistributedTransport, launch, session_from_env
 from .layers import SecureProtocolLayer, secure_propagate
 from .ring import FRAC_BITS, decode, encode
+from .seirm import SEIRMInputs, secure_seirm
 from .session import CostReport, LocalTransport, Session, StepCost, Transport
 from .sir import SecureTrajectory, SIRInputs, secure_sir
 from .tensor import SharedTensor, exp_neg, greater, is_shared, multiply
@@ -27,6 +28,7 @@ __all__ = [
     "DistributedTransport",
     "LocalTransport",
     "Opening",
+    "SEIRMInputs",
     "SIRInputs",
     "SecureProtocolLayer",
     "SecureTrajectory",
@@ -42,6 +44,7 @@ __all__ = [
     "launch",
     "multiply",
     "secure_propagate",
+    "secure_seirm",
     "secure_sir",
     "session_from_env",
 ]

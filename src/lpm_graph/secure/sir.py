@@ -45,6 +45,8 @@ from .tensor import SharedTensor, exp_neg, greater, multiply
 __all__ = ["SIRInputs", "SecureTrajectory", "secure_sir"]
 
 COUNTS = ("S", "I", "R", "infections", "recoveries")
+_WEIGHT_BITS = 24  # fractional bits of the public loss weights d loss / d series (normalised)
+_GRADIENT_BITS = 32  # fractional bits of the opened gradient
 
 
 class SIRInputs:
@@ -113,12 +115,25 @@ class SecureTrajectory(Trajectory):
         if value.dim() != 0:
             raise ValueError("loss must return a scalar.")
         weights = torch.autograd.grad(value, list(series.values()), allow_unused=True)
-        total = None
+        session, columns = self.session, len(self.parameters)
+        terms = []
         for (name, _), w in zip(series.items(), weights):
-            if w is None:
+            top = 0.0 if w is None else float(w.detach().abs().max())
+            if top == 0:
                 continue
-            tangent = self.tangents[name]  # [T or T + 1, P]
-            term = tangent.mul_public(w.detach().to(torch.float64).unsqueeze(-1)).sum(0)
+            # the weights' own scale 2^-e is public: encode w 2^e (in (1/2, 1]) with 24 bits,
+            # so that a small weight (1 / N) keeps its precision
+            e = -math.ceil(math.log2(top))
+            tangent = self.tangents[name].rescale()  # [T or T + 1, ..., P]
+            scaled = w.detach().to(torch.float64).unsqueeze(-1) * 2.0**e
+            term = tangent.mul_public(scaled, _WEIGHT_BITS).reshape(-1, columns).sum(0)
+            if not 0 <= term.frac_bits + e <= 62:
+                raise ValueError(f"d loss / d {name} (max {top:.3g}) is out of fixed-point range.")
+            terms.append(SharedTensor(term.shares, term.frac_bits + e, session))
+        scale = min([_GRADIENT_BITS, *(t.frac_bits for t in terms)])
+        total = None
+        for term in terms:
+            term = term.rescale(scale)
             total = term if total is None else total + term
         if total is None:
             return value.detach(), torch.zeros(len(self.parameters), dtype=torch.float64)
