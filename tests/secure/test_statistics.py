@@ -316,8 +316,11 @@ def test_sir_audit_log_has_only_declared_openings(sir_run):
     assert len(aggregates) == STEPS + 1
     assert {o.shape for o in aggregates} == {(3,), (5,)}  # S, I, R (+ the day's two flows)
     for o in audit.openings:  # every per-agent opening is a mask
-        if o.kind not in ("aggregate", "loss", "gradient"):
+        if o.kind not in ("aggregate", "loss", "gradient") and o.step is not None:
             assert o.shape and o.shape[0] % AGENTS == 0, o
+    # after the run: only the gradient's terms, brought to one scale by truncation (masked)
+    after = {(o.kind, o.shape) for o in audit.openings if o.step is None and o.kind != "aggregate"}
+    assert after <= {("truncation_mask", (1,)), ("loss", ()), ("gradient", (1,))}, after
 
 
 def test_sir_opens_no_private_value(sir_run):

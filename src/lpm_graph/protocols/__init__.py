@@ -10,6 +10,7 @@ from .interventions import (
     Testing,
     Vaccination,
 )
+from .labour import LABOUR_FORCE_AGES, LabourMarket, add_labour_attributes, labour_population
 from .progression import COVASIM_PROGNOSES, Progression, StagedSEIRM, Transition
 from .seirm import AGE_GROUPS, GRADABM_SUSCEPTIBILITY, SEIRM
 from .sir import SIR, Infection, Recovery
@@ -18,6 +19,10 @@ __all__ = [
     "AGE_GROUPS",
     "COVASIM_PROGNOSES",
     "GRADABM_SUSCEPTIBILITY",
+    "LABOUR_FORCE_AGES",
+    "LabourMarket",
+    "add_labour_attributes",
+    "labour_population",
     "SEIRM",
     "SIR",
     "Progression",
