@@ -293,7 +293,7 @@ class _Setup:
 def _connect(rank: int, setup: _Setup, store: dist.Store | None = None) -> Session | None:
     """Join the world; a party gets its :class:`Session`, the dealer serves and gets ``None``."""
     dist.init_process_group(
-        setup.backend,
+        setup.backend or "gloo",
         init_method=None if store is not None else "env://",
         store=store,
         rank=rank,
@@ -385,8 +385,10 @@ def launch(
         args: more positional arguments of ``fn``.
         timeout: seconds any one communication may wait, the dealer's wait for the next
             request included (the process groups' timeout).
-        backend: ``torch.distributed`` backend (default: torch's, gloo for CPU tensors and
-            NCCL for CUDA ones).
+        backend: ``torch.distributed`` backend. Default ``"gloo"``: the dealer's messages
+            and the parties' exchanges, CUDA shares staged through the host.
+            ``"cpu:gloo,cuda:nccl"`` exchanges CUDA shares over NCCL, which needs one GPU per
+            party (NCCL refuses two ranks on one device).
         device: where each party keeps its shares (default CPU; ``"cuda"``: one GPU per party).
 
     Raises:

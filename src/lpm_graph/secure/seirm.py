@@ -173,7 +173,8 @@ class _SecureStep:
         protocol.check(graph)
         self.protocol, self.graph, self.session = protocol, graph, session
         self.n = n = graph.num_nodes(protocol.node_type)
-        self.age = protocol.age_groups(graph).long()
+        self.age = protocol.age_groups(graph).long()  # on the graph's device
+        age = self.age.cpu()  # the public per-agent factors are built on the CPU, then moved
         # fractional bits of intermediate values; products of two of them stay below 2^52
         self.work = min(session.frac_bits + 8, 26)
         if public is not None:
@@ -187,16 +188,18 @@ class _SecureStep:
         dt = protocol.dt
         self.relations = protocol.relations(graph)
         b = [w.detach().to(f64) for w in protocol.edge_weights_per_relation(graph)]
-        susceptibility = protocol.susceptibility.to(f64)[self.age] * dt
+        susceptibility = protocol.susceptibility.detach().to("cpu", f64)[age] * dt
         # lambda dt = R_t sum_n coef_n g_n, coef_n = dt S_a B_n / Ibar_(a, n) per agent
-        self.contact = [
-            susceptibility * protocol.contact_scale(graph, rel).to(f64)[self.age]
+        device = session.device
+        contact = [
+            susceptibility * protocol.contact_scale(graph, rel).to("cpu", f64)[age]
             for rel in self.relations
         ]
-        self.coef = [c * bn for c, bn in zip(self.contact, b)]
-        self.r = protocol.reproduction_number.detach().to(f64)
-        m = protocol.mortality.detach().to(f64)
-        self.death_threshold = _threshold(m if m.dim() == 0 else m[self.age], n)
+        self.contact = [c.to(device) for c in contact]
+        self.coef = [(c * bn.cpu()).to(device) for c, bn in zip(contact, b)]
+        self.r = protocol.reproduction_number.detach().to("cpu", f64)
+        m = protocol.mortality.detach().to("cpu", f64)
+        self.death_threshold = _threshold(m if m.dim() == 0 else m[age], n).to(device)
         # stages: per-slot exit hazards; fixed stays leave from their last slot, no draw
         durations = {"E": protocol.exposed, "I": protocol.infectious}
         self.fixed = {st: d.kind == "fixed" for st, d in durations.items()}
@@ -242,7 +245,7 @@ class _SecureStep:
                     which = torch.full((n,), start)
                 else:
                     columns += [f"mortality[{a}]" for a in range(len(AGE_GROUPS))]
-                    which = start + self.age
+                    which = start + self.age.cpu()
                 self.m_columns = which
             else:
                 weights = p.edge_type_weights.numel()
@@ -253,7 +256,7 @@ class _SecureStep:
         if self.m_columns is not None:
             onehot = torch.zeros((n, self.p), dtype=torch.int64)
             onehot[torch.arange(n), self.m_columns] = 1
-            self.m_columns = onehot
+            self.m_columns = onehot.to(self.session.device)
         # which B_n each relation uses (one shared weight without named edge types)
         shared = p._edge_types is None
         self.relation_weight = [0 if shared else k for k in range(len(self.relations))]
@@ -409,7 +412,7 @@ class _SecureStep:
         dg = self.aggregate(self.d_infectiousness(state, tangent))  # [n_rel, N, P]
         direct = []
         for k, (coef, contact) in enumerate(zip(self.coef, self.contact)):
-            d = torch.zeros((n, p), dtype=torch.float64)
+            d = torch.zeros((n, p), dtype=torch.float64, device=coef.device)
             if self.r_column:
                 d[:, self.r_column[min(t, len(self.r_column) - 1)]] = coef
             if self.b_column:
