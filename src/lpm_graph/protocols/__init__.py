@@ -1,6 +1,7 @@
 """Interaction protocols built from protocol layers."""
 
 from .base import CompartmentalProtocol, Phase, Protocol, StepContext
+from .behaviour import BehaviourCoupling
 from .durations import Duration, infectiousness_kernel
 from .interventions import (
     EdgeTypeClosure,
@@ -11,11 +12,24 @@ from .interventions import (
     Vaccination,
 )
 from .labour import LABOUR_FORCE_AGES, LabourMarket, add_labour_attributes, labour_population
+from .opinion import (
+    Behaviour,
+    BoundedConfidence,
+    ConfidenceAverage,
+    NeighbourFraction,
+    ThresholdAdoption,
+)
 from .progression import COVASIM_PROGNOSES, Progression, StagedSEIRM, Transition
 from .seirm import AGE_GROUPS, GRADABM_SUSCEPTIBILITY, SEIRM
 from .sir import SIR, Infection, Recovery
 
 __all__ = [
+    "Behaviour",
+    "BehaviourCoupling",
+    "BoundedConfidence",
+    "ConfidenceAverage",
+    "NeighbourFraction",
+    "ThresholdAdoption",
     "AGE_GROUPS",
     "COVASIM_PROGNOSES",
     "GRADABM_SUSCEPTIBILITY",
