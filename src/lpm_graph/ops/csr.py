@@ -18,9 +18,10 @@ __all__ = ["CSR"]
 _INT32_MAX = 2**31 - 1
 
 # torch warns once per process that sparse CSR support is "beta"; every kernel used here is
-# tested against dense references, so consume that one-time warning quietly at import.
+# tested against dense references, so consume that one-time warning quietly at import (its
+# wording differs between torch versions: ignore every warning of this one probe).
 with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta", UserWarning)
+    warnings.simplefilter("ignore")
     torch.sparse_csr_tensor(
         torch.zeros(1, dtype=torch.long),
         torch.zeros(0, dtype=torch.long),
