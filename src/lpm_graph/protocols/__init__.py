@@ -22,8 +22,22 @@ from .opinion import (
 from .progression import COVASIM_PROGNOSES, Progression, StagedSEIRM, Transition
 from .seirm import AGE_GROUPS, GRADABM_SUSCEPTIBILITY, SEIRM
 from .sir import SIR, Infection, Recovery
+from .supply_chain import (
+    CapacityShock,
+    SupplyChain,
+    firm_graph,
+    firm_network,
+    sector_values,
+    steady_output,
+)
 
 __all__ = [
+    "CapacityShock",
+    "SupplyChain",
+    "firm_graph",
+    "firm_network",
+    "sector_values",
+    "steady_output",
     "Behaviour",
     "BehaviourCoupling",
     "BoundedConfidence",
