@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import re
+import sys
 
 import networkx as nx
 import numpy as np
@@ -561,3 +562,75 @@ def test_franklin_is_undirected_line_by_line(franklin):
     assert torch.equal(
         torch.bincount(ei[0], minlength=70_916), torch.bincount(ei[1], minlength=70_916)
     )
+
+
+# ---------------------------------------------------------------------- DGL (optional)
+def _dgl_importable() -> bool:
+    try:
+        import dgl  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def test_dgl_round_trip_where_dgl_imports():
+    if not _dgl_importable():
+        pytest.skip("DGL does not import here (its builds target torch <= 2.2)")
+    from lpm_graph.graph import from_dgl, to_dgl
+
+    data = HeteroData()
+    data["agent"].num_nodes = 4
+    data["agent"].age = torch.tensor([1, 2, 3, 4])
+    data["place"].num_nodes = 2
+    data["agent", "visits", "place"].edge_index = torch.tensor([[0, 1, 3], [0, 1, 1]])
+    data["agent", "visits", "place"].edge_weight = torch.tensor([1.0, 0.5, 2.0])
+    data["agent", "contact", "agent"].edge_index = torch.tensor([[0, 1], [1, 0]])
+    graph = PopulationGraph(data)
+    back = from_dgl(to_dgl(graph))
+    assert sorted(back.relations) == sorted(graph.relations)
+    for rel in graph.relations:
+        assert torch.equal(back.edge_index(rel), graph.edge_index(rel))
+        w = graph.edge_weight(rel)
+        assert (back.edge_weight(rel) is None) == (w is None)
+        if w is not None:
+            assert torch.equal(back.edge_weight(rel), w)
+    assert torch.equal(back.node_attrs("agent")["age"], data["agent"].age)
+
+
+def _fail_import(monkeypatch, error: BaseException) -> None:
+    import builtins
+
+    real = builtins.__import__
+
+    def fake(name, *args, **kwargs):
+        if name == "dgl" or name.startswith("dgl."):
+            raise error
+        return real(name, *args, **kwargs)
+
+    monkeypatch.delitem(sys.modules, "dgl", raising=False)
+    monkeypatch.setattr(builtins, "__import__", fake)
+
+
+def test_dgl_missing_gives_a_clear_error(monkeypatch):
+    from lpm_graph.graph import from_dgl, to_dgl
+
+    graph = PopulationGraph.from_edge_index(torch.tensor([[0, 1], [1, 0]]), num_nodes=2)
+    _fail_import(monkeypatch, ModuleNotFoundError("No module named 'dgl'", name="dgl"))
+    with pytest.raises(ImportError, match=r"not installed: pip install 'lpm-graph\[dgl\]'"):
+        to_dgl(graph)
+    with pytest.raises(ImportError, match="not installed"):
+        graph.to_dgl()
+    with pytest.raises(ImportError, match="not installed"):
+        from_dgl(object())
+
+
+def test_dgl_that_does_not_import_with_this_torch_says_why(monkeypatch):
+    from lpm_graph.graph import to_dgl
+
+    graph = PopulationGraph.from_edge_index(torch.tensor([[0, 1], [1, 0]]), num_nodes=2)
+    _fail_import(monkeypatch, OSError("libdgl.so: undefined symbol: _ZN3c10"))
+    with pytest.raises(ImportError, match=r"does not import with torch .*undefined symbol"):
+        to_dgl(graph)
+    _fail_import(monkeypatch, ModuleNotFoundError("No module named 'torchdata'", name="torchdata"))
+    with pytest.raises(ImportError, match="installed but does not import.*torchdata"):
+        to_dgl(graph)

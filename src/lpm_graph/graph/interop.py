@@ -18,7 +18,15 @@ if TYPE_CHECKING:
     import networkx as nx
     import scipy.sparse as sp
 
-__all__ = ["from_networkx", "from_pyg", "from_scipy", "to_networkx", "to_scipy"]
+__all__ = [
+    "from_dgl",
+    "from_networkx",
+    "from_pyg",
+    "from_scipy",
+    "to_dgl",
+    "to_networkx",
+    "to_scipy",
+]
 
 
 def from_networkx(
@@ -330,3 +338,80 @@ def from_pyg(data: Data | HeteroData, **kwargs: object) -> PopulationGraph:
     }
     out.set_node_attrs(**attrs)
     return out
+
+
+# ---------------------------------------------------------------------- DGL (optional)
+def _dgl() -> Any:
+    """Import DGL, or raise an ImportError that says why it is not usable and what to do."""
+    try:
+        import dgl
+    except ModuleNotFoundError as error:
+        if error.name != "dgl":
+            raise ImportError(
+                f"DGL is installed but does not import: {error}. DGL's newest release (2.1) ships "
+                f"compiled parts for torch <= 2.2 only, and this is torch {torch.__version__}; "
+                "install a DGL build made for this torch, or use the PyG / networkx / scipy "
+                "conversions instead."
+            ) from error
+        raise ImportError(
+            "DGL interop needs the `dgl` package, which is not installed: pip install "
+            "'lpm-graph[dgl]' (DGL builds exist for torch <= 2.2), or use the PyG / networkx / "
+            "scipy conversions."
+        ) from error
+    except Exception as error:  # a DGL whose compiled parts do not match this torch
+        raise ImportError(
+            f"DGL is installed but does not import with torch {torch.__version__}: "
+            f"{type(error).__name__}: {error}. DGL's newest release (2.1) ships compiled parts "
+            "for torch <= 2.2 only; install a DGL build made for this torch, or use the PyG / "
+            "networkx / scipy conversions."
+        ) from error
+    return dgl
+
+
+def to_dgl(graph: PopulationGraph) -> Any:
+    """A ``dgl.DGLGraph`` (heterogeneous) with the same node types, relations (as canonical
+    edge types), node attributes (``ndata``) and edge weights (``edata["weight"]``).
+
+    Raises:
+        ImportError: DGL is not installed or does not import with this torch (the message
+            says which, and why).
+    """
+    dgl = _dgl()
+    edges = {rel: tuple(graph.edge_index(rel)) for rel in graph.relations}
+    sizes = {t: graph.num_nodes(t) for t in graph.node_types}
+    out = dgl.heterograph(edges, num_nodes_dict=sizes)
+    for t in graph.node_types:
+        for name, value in graph.node_attrs(t).items():
+            out.nodes[t].data[name] = value
+    for rel in graph.relations:
+        weight = graph.edge_weight(rel)
+        if weight is not None:
+            out.edges[rel].data["weight"] = weight
+    return out
+
+
+def from_dgl(graph: Any, weight: str = "weight", **kwargs: object) -> PopulationGraph:
+    """From a ``dgl.DGLGraph``: its node types, canonical edge types (as relations), node data
+    (as named attributes) and the edge data ``weight`` (as edge weights). A homogeneous DGL
+    graph (node type ``_N``, edge type ``_E``) becomes node type ``"agent"`` and relation
+    ``("agent", "contact", "agent")``.
+
+    Raises:
+        ImportError: DGL is not installed or does not import with this torch.
+    """
+    _dgl()
+    rename = {"_N": DEFAULT_NODE_TYPE, "_E": DEFAULT_EDGE_TYPE}
+    data = HeteroData()
+    for t in graph.ntypes:
+        store = data[rename.get(t, t)]
+        store.num_nodes = int(graph.num_nodes(t))
+        for name, value in graph.nodes[t].data.items():
+            store[name] = value
+    for src, etype, dst in graph.canonical_etypes:
+        rel = (rename.get(src, src), rename.get(etype, etype), rename.get(dst, dst))
+        u, v = graph.edges(etype=(src, etype, dst))
+        data[rel].edge_index = torch.stack([u.long(), v.long()])
+        edata = graph.edges[(src, etype, dst)].data
+        if weight in edata:
+            data[rel].edge_weight = edata[weight]
+    return PopulationGraph(data, **kwargs)  # type: ignore[arg-type]

@@ -144,7 +144,21 @@ class PopulationGraph:
 
         return from_pyg(data, **kwargs)
 
+    @classmethod
+    def from_dgl(cls, graph: Any, **kwargs: Any) -> PopulationGraph:
+        """From a DGL graph (needs DGL); see :func:`lpm_graph.graph.interop.from_dgl`."""
+        from .interop import from_dgl
+
+        return from_dgl(graph, **kwargs)
+
     # ------------------------------------------------------------------ conversion
+    def to_dgl(self) -> Any:
+        """A heterogeneous ``dgl.DGLGraph`` (needs DGL); see :func:`lpm_graph.graph.interop.
+        to_dgl`."""
+        from .interop import to_dgl
+
+        return to_dgl(self)
+
     def to_pyg(self) -> HeteroData:
         """The underlying ``HeteroData`` (shared, not copied)."""
         return self.data
