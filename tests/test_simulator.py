@@ -205,3 +205,24 @@ def test_alternative_paths_are_the_primal_before_their_last_switch():
     (g_final,) = torch.autograd.grad(final, tau)
     assert float(g_final) != 0
     assert float(g_history) == pytest.approx(float(g_final), rel=1e-12)
+
+
+def test_trajectory_tells_groups_from_replicates():
+    """Per-group series (SEIRM by age) are columns, replicates are rows, in the table and in
+    the repr; a run without replicates has no replicate column even with 2-D series."""
+    pytest.importorskip("pandas")
+    from lpm_graph.datasets import SyntheticPopulation
+    from lpm_graph.protocols import SEIRM
+
+    graph = SyntheticPopulation(300, seed=1)[0]
+    run = simulate(SEIRM(by_age=True), graph, 4, initial_infected=5, seed=0)
+    assert run.replicates is None
+    table = run.to_dataframe()
+    assert table.shape[0] == 5 and "replicate" not in table
+    assert (table["S_by_age_0"] + table["S_by_age_7"] <= table["S"]).all()
+    assert "S_by_age=<8>" in repr(run)
+    run = simulate(SEIRM(by_age=True), graph, 4, initial_infected=5, seed=0, replicates=3)
+    table = run.to_dataframe()
+    assert run.replicates == 3 and table.shape[0] == 15
+    assert sorted(table["replicate"].unique()) == [0, 1, 2]
+    assert "S=<3 replicates>" in repr(run) and "S_by_age=<8 x 3>" in repr(run)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -37,6 +37,9 @@ class Trajectory:
         states: every per-agent state (``T + 1`` dicts) when the run was asked to keep them.
         dt: step length.
         coupled: the alternative paths of a ``"stochastic_derivative"`` run (else ``None``).
+        replicates: the number of replicate columns (the last dimension of every series), or
+            ``None`` for a run without replicates; other extra dimensions are groups (age
+            groups, sectors).
     """
 
     counts: dict[str, Tensor]
@@ -45,6 +48,7 @@ class Trajectory:
     dt: float
     states: list[dict[str, Tensor]] | None = field(default=None, repr=False)
     coupled: CoupledPaths | None = field(default=None, repr=False)
+    replicates: int | None = None
 
     def expectation(self, fn: Callable[[Trajectory], Tensor]) -> Tensor:
         """``fn(self)``, differentiable so that its gradient estimates ``grad E[fn]``.
@@ -93,12 +97,12 @@ class Trajectory:
             raise ImportError(
                 "Trajectory.to_dataframe needs pandas; install it with `pip install pandas`."
             ) from err
-        first = next(iter(self.counts.values()))
         columns: dict[str, Any] = {"t": self.times.numpy()}
+        base = 1 if self.replicates is None else 2  # [T] or [T, R]
 
         def add(name: str, value: Tensor) -> None:
             value = value.detach().cpu()
-            if value.dim() > first.dim():  # a per-group series, e.g. by age: one column each
+            if value.dim() > base:  # a per-group series (by age, by sector): one column each
                 for g in range(value.shape[1]):
                     columns[f"{name}_{g}"] = value[:, g].numpy()
             else:
@@ -111,17 +115,16 @@ class Trajectory:
                 f"new_{name}",
                 torch.cat([value.new_full((1, *value.shape[1:]), float("nan")), value]),
             )
-        if first.dim() == 1:
+        if self.replicates is None:
             return pd.DataFrame(columns)
-        reps = first.shape[1]
         frames = []
-        for k in range(reps):
+        for k in range(self.replicates):
             frame = {n: (v if n == "t" else v[:, k]) for n, v in columns.items()}
             frames.append(pd.DataFrame({"replicate": k, **frame}))
         return pd.concat(frames, ignore_index=True)
 
     def __repr__(self) -> str:
-        final = ", ".join(f"{k}={_fmt(v[-1])}" for k, v in self.counts.items())
+        final = ", ".join(f"{k}={_fmt(v[-1], self.replicates)}" for k, v in self.counts.items())
         return f"Trajectory(steps={self.steps}, dt={self.dt:g}, final: {final})"
 
 
@@ -145,8 +148,12 @@ class CoupledPaths:
     alternatives: int
 
 
-def _fmt(value: Tensor) -> str:
-    return f"{value.item():g}" if value.numel() == 1 else f"<{value.numel()} replicates>"
+def _fmt(value: Tensor, replicates: int | None) -> str:
+    if value.numel() == 1:
+        return f"{value.item():g}"
+    if replicates is not None and value.dim() == 1:
+        return f"<{replicates} replicates>"
+    return f"<{' x '.join(map(str, value.shape))}>"
 
 
 class Simulator(nn.Module):
@@ -276,7 +283,7 @@ class Simulator(nn.Module):
             state = dict(state)
         bar = _progress(self.steps) if self.progress else None
         if self.estimator == "stochastic_derivative":
-            return self._coupled(graph, state, streams, bar)
+            return replace(self._coupled(graph, state, streams, bar), replicates=replicates)
         names = list(state)
         record = _Recorder(self.protocol, state, self.record_states)
         t = 0
@@ -294,7 +301,7 @@ class Simulator(nn.Module):
                 bar.update(n)
         if bar is not None:
             bar.close()
-        return record.trajectory(state, self.protocol.dt)
+        return replace(record.trajectory(state, self.protocol.dt), replicates=replicates)
 
     def _run(
         self, graph: PopulationGraph, state: State, t0: int, n: int, streams: RandomStreams
