@@ -190,23 +190,58 @@ def _collect(processes: list, results: Any) -> list:
     """Every rank's value; raise at the first failure or silent death."""
     values: list = [None] * len(processes)
     pending = set(range(len(processes)))
+    failures: dict[int, str] = {}
     while pending:
         try:
             rank, ok, payload = results.get(timeout=0.05)
         except queue.Empty:
-            dead = [r for r in sorted(pending) if processes[r].exitcode is not None]
-            if not dead:
-                continue
-            try:  # it may have reported just before exiting
-                rank, ok, payload = results.get(timeout=1.0)
-            except queue.Empty:
-                code = processes[dead[0]].exitcode
-                raise RuntimeError(
-                    f"rank {dead[0]} exited with code {code} without reporting (killed, or out "
-                    "of memory?); the other ranks were stopped."
-                ) from None
-        if not ok:
-            raise RuntimeError(f"rank {rank} failed; the other ranks were stopped:\n{payload}")
+            if any(processes[r].exitcode is not None for r in pending):
+                _fail(processes, results, pending, failures, values)  # died silently?
+            continue
         pending.discard(rank)
+        if not ok:
+            failures[rank] = payload
+            _fail(processes, results, pending, failures, values)
         values[rank] = pickle.loads(payload)
     return values
+
+
+def _fail(
+    processes: list, results: Any, pending: set[int], failures: dict[int, str], values: list
+) -> None:
+    """Raise for the first failure, after a moment for the other ranks to report: a rank that
+    died silently (killed, out of memory) is named before the ranks that then lost their
+    connection to it."""
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        try:
+            rank, ok, payload = results.get(timeout=0.05)
+        except queue.Empty:
+            continue
+        pending.discard(rank)
+        if ok:
+            values[rank] = pickle.loads(payload)
+        else:
+            failures.setdefault(rank, payload)
+    silent = [r for r in sorted(pending) if processes[r].exitcode is not None]
+    if not silent and not failures:
+        return  # the process exited after reporting: nothing wrong
+    others = [
+        f"rank {r} failed in turn: {tb.strip().splitlines()[-1]}"
+        for r, tb in failures.items()
+        if r not in silent
+    ]
+    if silent:
+        r = silent[0]
+        message = (
+            f"rank {r} exited with code {processes[r].exitcode} without reporting (killed, or "
+            "out of memory?); the other ranks were stopped."
+        )
+        if others:
+            message += "\n" + "\n".join(others)
+    else:
+        first, *rest = failures
+        message = f"rank {first} failed; the other ranks were stopped:\n{failures[first]}"
+        if rest:
+            message += "\n".join(others[1:])
+    raise RuntimeError(message)
