@@ -163,7 +163,16 @@ def _halo_checks(worker, graph, partition):
     stale = shard.nodes.clone()
     stale[shard.num_owned :] = -1
     ints = exchange_halo(stale, shard)  # integers: no autograd
+    # a partition with no halo at all (one clique per rank): empty messages both ways
+    n = 4 * worker.world_size
+    pairs = torch.tensor([(i, j) for i in range(n) for j in range(n) if i // 4 == j // 4]).T
+    cliques = PopulationGraph.from_edge_index(pairs, n)
+    alone = Partition.contiguous(cliques, worker.world_size).shard(cliques, worker.rank)
+    z = torch.rand(4, 2, dtype=torch.float64, requires_grad=True)
+    exchange_halo(z, alone).sum().backward()
+    no_halo = alone.num_halo == 0 and torch.equal(z.grad, torch.ones(4, 2, dtype=torch.float64))
     return {
+        "no_halo": no_halo,
         "forward": forward_ok,
         "adjoint": sides.tolist(),
         "ints": torch.equal(ints, shard.nodes),
@@ -279,7 +288,7 @@ def test_gradients_of_every_parameter_within_1e_10(ranks, reference, name):
 def test_halo_exchange_forward_and_backward(ranks):
     for out in ranks:
         h = out["halo"]
-        assert h["forward"] and h["ints"] and h["halo_grad_zero"]
+        assert h["forward"] and h["ints"] and h["halo_grad_zero"] and h["no_halo"]
         left, right = h["adjoint"]
         assert left == pytest.approx(right, rel=1e-13)
 
