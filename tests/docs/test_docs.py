@@ -55,7 +55,8 @@ class Block:
     @property
     def label(self) -> str:
         first = next((s for s in self.code.splitlines() if s.strip()), "")
-        return f"{self.page.relative_to(ROOT)}, block {self.number} (line {self.line}: {first!r})"
+        where = self.page.relative_to(ROOT) if self.page.is_relative_to(ROOT) else self.page
+        return f"{where}, block {self.number} (line {self.line}: {first!r})"
 
 
 def python_blocks(page: Path) -> list[Block]:
@@ -186,21 +187,91 @@ def test_the_pages_have_code():
     assert {"getting-started.md", "tutorials/calibrate.md", "tutorials/pyg.md"} <= names
 
 
-@pytest.mark.parametrize("page", CODE_PAGES, ids=_page_id)
-def test_page_runs(page, sandbox):
-    runnable = [b for b in python_blocks(page) if b.skip is None]
-    if not runnable:
-        pytest.skip(f"{_page_id(page)}: every python block is marked skip")
+def run_page(page: Path, workdir: Path) -> None:
+    """Run a page's blocks in order in one fresh namespace; fail naming the page and block."""
     namespace: dict[str, object] = {"__name__": f"docs_{page.stem.replace('-', '_')}"}
-    for block in runnable:
+    for block in python_blocks(page):
+        if block.skip is not None:
+            continue
         if block.script is not None:
-            _run_script(block, sandbox)
+            _run_script(block, workdir)
             continue
         try:
             code = compile(block.code, f"<{block.page.name} block {block.number}>", "exec")
             exec(code, namespace)
         except Exception:
             pytest.fail(f"{block.label} raised:\n{traceback.format_exc()}", pytrace=False)
+
+
+@pytest.mark.parametrize("page", CODE_PAGES, ids=_page_id)
+def test_page_runs(page, sandbox):
+    if all(b.skip is not None for b in python_blocks(page)):
+        pytest.skip(f"{_page_id(page)}: every python block is marked skip")
+    run_page(page, sandbox)
+
+
+RUNNER_PAGE = """# A page
+
+```bash
+echo not python
+```
+
+```python
+x = 1
+```
+
+<!-- skip: needs CUDA -->
+```python
+raise RuntimeError("never run")
+```
+
+- a list item with code inside:
+
+    ```python
+    y = x + 1
+    ```
+
+<!-- script: tiny.py -->
+```python
+print("from a script")
+```
+
+````markdown
+```python
+inside a markdown example: not a block of this page
+```
+````
+
+```python
+assert y == 3, "y is 2"
+```
+"""
+
+
+def test_the_runner_reads_blocks_and_markers(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text(RUNNER_PAGE)
+    blocks = python_blocks(page)
+    assert [b.code for b in blocks] == [
+        "x = 1\n",
+        'raise RuntimeError("never run")\n',
+        "y = x + 1\n",
+        'print("from a script")\n',
+        'assert y == 3, "y is 2"\n',
+    ]
+    assert [b.skip for b in blocks] == [None, "needs CUDA", None, None, None]
+    assert [b.script for b in blocks] == [None, None, None, "tiny.py", None]
+    assert [b.line for b in blocks] == [8, 13, 19, 24, 34]
+
+
+def test_the_runner_names_the_failing_page_and_block(tmp_path):
+    page = tmp_path / "runner-check.md"
+    page.write_text(RUNNER_PAGE)
+    with pytest.raises(pytest.fail.Exception) as failure:
+        run_page(page, tmp_path)
+    message = str(failure.value)
+    assert "runner-check.md, block 5 (line 34" in message and "y is 2" in message
+    assert (tmp_path / "tiny.py").exists()  # the script block ran before the failure
 
 
 SKIPPED = [b for page in PAGES for b in python_blocks(page) if b.skip is not None]
@@ -271,6 +342,8 @@ PACKAGES = (
     "lpm_graph.train",
     "lpm_graph.secure",
     "lpm_graph.policies",
+    "lpm_graph.distributed",
+    "lpm_graph.plot",
 )
 
 
