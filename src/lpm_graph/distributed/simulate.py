@@ -60,7 +60,11 @@ REFRESH: tuple[str, ...] = ("step", "phase")
 
 
 class _RowStreams(RandomStreams):
-    """The run's streams, drawn for the whole population and cut to the local rows."""
+    """The run's streams, drawn for the whole population and cut to the local rows.
+
+    A draw is per-agent when its first dimension is the number of local nodes; a draw of
+    another kind whose first dimension happens to equal it would be mistaken for one.
+    """
 
     def __init__(self, streams: RandomStreams, shard: Shard) -> None:
         super().__init__(streams.seed, streams.device)
@@ -89,6 +93,9 @@ class PartitionedProtocol(Protocol):
         refresh: ``"step"`` (default) or ``"phase"``: when the halo rows are refreshed.
         group: process group (default: the world).
 
+    The shard's index tensors live on the device of the graph it was built from: build it from
+    the graph on the run's device (``.to()`` moves the parameters only).
+
     Shapes:
         state entries ``[num_owned + num_halo, *F]``; observables as the wrapped protocol's,
         summed over the whole population.
@@ -114,7 +121,7 @@ class PartitionedProtocol(Protocol):
         self.shard = shard
         self.refresh = refresh
         self.group = group
-        self.__dict__["global_graph"] = graph  # not a module: keep it out of the module tree
+        self.global_graph = graph
 
     # ------------------------------------------------------------------ the run
     def check(self, graph: PopulationGraph) -> None:
