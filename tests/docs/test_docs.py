@@ -282,6 +282,25 @@ def test_marked_block_is_reported_skipped(block):
     pytest.skip(f"{block.label}: {block.skip}")
 
 
+LINK = re.compile(r"\]\((?P<target>[^)\s#]+\.md)(?:#[^)]*)?\)")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_page_id)
+def test_links_between_pages_resolve(page):
+    broken = [
+        m["target"]
+        for m in LINK.finditer(page.read_text(encoding="utf-8"))
+        if "://" not in m["target"] and not (page.parent / m["target"]).resolve().is_file()
+    ]
+    assert not broken, f"{_page_id(page)} links to missing pages {broken}"
+
+
+def test_every_page_is_in_the_navigation():
+    """mkdocs.yml lists every page (read without a YAML parser: the .md paths it names)."""
+    named = set(re.findall(r"[\w./-]+\.md", (ROOT / "mkdocs.yml").read_text()))
+    assert named == {_page_id(page) for page in PAGES}
+
+
 # ------------------------------------------------------------------------ API reference
 
 
