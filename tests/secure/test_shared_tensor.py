@@ -163,4 +163,20 @@ def test_shared_tensors_refuse_what_would_compute_on_shares():
     with pytest.raises(ValueError, match="at least 2 parties"):
         Session(1)
     with pytest.raises(ValueError, match="overflow"):
-        (x * 0.5 * 0.5) * 0.5 * 0.5
+        x.mul_public(0.5, frac_bits=50)  # 16 + 50 bits: no truncation of x can help
+
+
+def test_a_chain_of_public_factors_rescales_instead_of_overflowing():
+    """rate * x * (1 - c_j) * (1 - c_i): four 16-bit factors would need 64 fractional bits;
+    the shared factor is truncated back once, and the value stays within fixed-point error."""
+    from lpm_graph.secure import Session
+    from lpm_graph.secure.tensor import decode_shares
+
+    session = Session(2, seed=0)
+    x = torch.tensor([0.5, 1.0, 0.0, 2.0], dtype=torch.float64)
+    c = torch.tensor([0.1, 0.5, 0.9, 0.3], dtype=torch.float64, requires_grad=True)
+    shared = session.share(x)  # 16 bits
+    out = shared.mul_public(0.3).mul_public(1 - c).mul_public(1 - c)
+    want = (x * 0.3 * (1 - c) * (1 - c)).detach()
+    assert out.frac_bits <= 52 and session.cost.rounds == 1  # one truncation
+    assert torch.allclose(decode_shares(out), want, atol=1e-4)

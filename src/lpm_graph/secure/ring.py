@@ -41,6 +41,8 @@ def encode(value: Tensor | float, frac_bits: int = FRAC_BITS, device=None) -> Te
     if frac_bits < 0:
         raise ValueError(f"frac_bits must be >= 0, got {frac_bits}.")
     x = torch.as_tensor(value, device=device)
+    if x.requires_grad:  # a public parameter of a model: its value, not its graph
+        x = x.detach()
     if x.dtype == torch.bool or not (x.is_floating_point() or x.is_complex()):
         x = x.to(torch.int64)
         if frac_bits and x.numel() and int(x.abs().max()) >= _LIMIT / 2.0**frac_bits:

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = ["SharedTensor", "exp_neg", "greater", "is_shared", "multiply"]
 
 _MAX_SCALE = 62
+_AUTO_RESCALE = 52  # above this many fractional bits, mul_public truncates its factor first
 
 
 def is_shared(value: Any) -> bool:
@@ -198,17 +199,24 @@ class SharedTensor:
     def mul_public(self, value: Any, frac_bits: int | None = None) -> SharedTensor:
         """``self * value`` for a public ``value`` (local). A float value is encoded with
         ``frac_bits`` (default the session's) and the result's scale grows by as much; integer
-        and bool values keep the scale. No truncation: the product is exact in the ring."""
+        and bool values keep the scale. No truncation: the product is exact in the ring, unless
+        the scale would pass 52 bits (a chain of public factors): then the shared factor is
+        first truncated back to the session's scale (one round, error at most one unit)."""
         value = _public(value, self.device)
         if value.is_floating_point():
             bits = self.session.frac_bits if frac_bits is None else frac_bits
-            scale = self.frac_bits + bits
+            x = self
+            if x.frac_bits + bits > _AUTO_RESCALE and x.frac_bits > x.session.frac_bits:
+                # a chain of public factors (rate * w_ji * (1 - c_j) * ...): truncate the
+                # shared factor back to the session's scale first (one round)
+                x = x.rescale()
+            scale = x.frac_bits + bits
             if scale > _MAX_SCALE:
                 raise ValueError(
                     f"a product with {scale} fractional bits would overflow the ring; call "
                     ".rescale() on the shared factor first."
                 )
-            return self._like(self.shares * encode(value, bits), scale)
+            return x._like(x.shares * encode(value, bits), scale)
         return self._like(self.shares * value.to(torch.int64))
 
     def __mul__(self, other: Any) -> SharedTensor:
