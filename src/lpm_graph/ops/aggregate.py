@@ -87,7 +87,9 @@ class _CSRSum(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, values: Tensor, csr: CSR) -> Tensor:  # type: ignore[override]
         ctx.csr = csr
-        ctx.save_for_backward(x, values)
+        # x only serves the edge-value gradient: not saved (nor kept alive) without one
+        x_saved = x if ctx.needs_input_grad[1] else None
+        ctx.save_for_backward(x_saved, values if ctx.needs_input_grad[0] else None)
         return _sparse_mm(csr, values, x)
 
     @staticmethod
@@ -97,10 +99,15 @@ class _CSRSum(torch.autograd.Function):
         grad_x = grad_values = None
         if ctx.needs_input_grad[0]:
             unit = values is csr.ones(values.dtype)  # its transpose is all ones too
-            t_values = csr.t.ones(values.dtype) if unit else values[csr.t_index]
+            if unit:
+                t_values = csr.t.ones(values.dtype)
+            else:
+                t_values = values.index_select(0, csr.t_index_compact())
             grad_x = csr_sum(csr.t, grad_out, t_values)
         if ctx.needs_input_grad[1]:
-            prod = grad_out[csr.row] * x[csr.col]  # [E] or [E, F]
+            # g[dst] * x[src] per sorted edge, with no [E] int64 index: g repeated by in-degree
+            g_dst = torch.repeat_interleave(grad_out, csr.degree, dim=0, output_size=csr.num_edges)
+            prod = g_dst * x.index_select(0, csr.col_compact())  # [E] or [E, F]
             grad_values = prod if prod.dim() == 1 else prod.flatten(1).sum(1)
         return grad_x, grad_values, None
 
@@ -124,7 +131,8 @@ def _edge_values(csr: CSR, edge_weight: Tensor | None) -> Tensor | None:
     """Per-edge weights in sorted order, or None when the weight is a scalar (or absent)."""
     if edge_weight is None or edge_weight.dim() == 0:
         return None
-    return edge_weight if csr.perm is None else edge_weight[csr.perm]
+    perm = csr.perm_compact()
+    return edge_weight if perm is None else edge_weight.index_select(0, perm)
 
 
 def _broadcast_weight(w: Tensor, like: Tensor) -> Tensor:
