@@ -124,7 +124,7 @@ class StepContext:
             return self._coupled_flow(name, torch.as_tensor(survival), source, u)
         if self.estimator == "conditional_mean":
             return flow_st(source, survival=survival, uniform=u)
-        return bernoulli_st(survival=survival, uniform=u) * source
+        return _straight_through_flow(torch.as_tensor(survival), source, u)
 
     def _coupled_flow(self, name: str, survival: Tensor, source: Tensor, u: Tensor) -> Tensor:
         """Stochastic-derivative estimator: a hard flow; candidates or forced moves recorded."""
@@ -284,6 +284,51 @@ class CompartmentalProtocol(Protocol):
         cols = () if replicates is None else (replicates,)
         infected = seed_infected(initial_infected, (n, *cols), streams, dtype, graph.device, mode)
         return n, cols, infected
+
+
+def _straight_through_flow(survival: Tensor, source: Tensor, uniform: Tensor) -> Tensor:
+    """``bernoulli_st(survival=survival, uniform=uniform) * source``, fused.
+
+    The same values and gradients (``d / d survival = -source``, ``d / d source`` = the
+    draw), but the draw is kept for backward as a bool mask (1 byte per agent instead of a
+    float), only when ``source`` needs a gradient, and the forward is two passes over the
+    agents (compare, select) instead of five.
+    """
+    if not (survival.requires_grad or source.requires_grad) or not torch.is_grad_enabled():
+        return _select(uniform >= survival, source, survival.dtype)
+    return _StraightThroughFlow.apply(survival, source, uniform)
+
+
+def _select(moved: Tensor, source: Tensor, survival_dtype: torch.dtype) -> Tensor:
+    """``source`` where ``moved``, else 0, in the dtype of ``hard * source``."""
+    out = torch.where(moved, source, 0)
+    dtype = torch.promote_types(survival_dtype, source.dtype)
+    return out if out.dtype == dtype else out.to(dtype)
+
+
+class _StraightThroughFlow(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, survival: Tensor, source: Tensor, uniform: Tensor) -> Tensor:  # type: ignore[override]
+        moved = uniform >= survival
+        ctx.shapes = (survival.shape, source.shape)
+        ctx.dtypes = (survival.dtype, source.dtype)
+        ctx.save_for_backward(
+            source if ctx.needs_input_grad[0] else None,
+            moved if ctx.needs_input_grad[1] else None,
+        )
+        return _select(moved, source, survival.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        source, moved = ctx.saved_tensors
+        (q_shape, s_shape), (q_dtype, s_dtype) = ctx.shapes, ctx.dtypes
+        grad_q = grad_source = None
+        # in the order (and dtypes) of the autograd of (hard + (q.detach() - q)) * source
+        if ctx.needs_input_grad[0]:
+            grad_q = -(grad * source).to(q_dtype).sum_to_size(q_shape)
+        if ctx.needs_input_grad[1]:
+            grad_source = (grad * moved.to(q_dtype)).to(s_dtype).sum_to_size(s_shape)
+        return grad_q, grad_source, None
 
 
 def seed_infected(
