@@ -27,7 +27,7 @@ def protocol() -> SIR:
 def main(folder: str) -> None:
     worker = init_from_env(timeout=60)
     g = graph()
-    partition = Partition.metis(g, worker.world_size)
+    partition = Partition.contiguous(g, worker.world_size)
     run = simulate_partitioned(protocol(), g, partition, STEPS, initial_infected=6, seed=2)
     shard = partition.shard(g, worker.rank)
     infectious = gather_rows(run.final_state["I"], shard)

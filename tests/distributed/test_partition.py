@@ -110,6 +110,7 @@ def test_contiguous_and_by_attribute(tiny):
 
 
 def test_metis_cuts_two_cliques_at_their_bridge():
+    pytest.importorskip("pymetis", reason="METIS is the optional `metis` extra")
     pairs = [(i, j) for c in (0, 4) for i in range(c, c + 4) for j in range(c, c + 4) if i < j]
     pairs.append((3, 4))
     g = PopulationGraph.from_edge_index(torch.tensor(pairs).T, 8, undirected=True)
