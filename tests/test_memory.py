@@ -128,3 +128,66 @@ def test_the_step_loop_never_reads_a_tensor_on_the_host(monkeypatch, name, grad)
         traj = simulate(model, graph, 5, initial_infected=5, seed=0, checkpoint=2 if grad else None)
     assert traj.counts["S"].shape == (6,)
     assert reads == []
+
+
+@pytest.mark.parametrize("replicates", [None, 3])
+def test_a_run_without_autograd_records_the_same_series(replicates):
+    # without autograd the observables are written into series allocated once per run
+    graph = _graph(400)
+    model = SEIRM(2.5, 0.05, by_age=True)
+    kwargs = dict(initial_infected=5, seed=2, replicates=replicates)
+    with torch.no_grad():
+        quiet = simulate(model, graph, 15, **kwargs)
+    plain = simulate(model, graph, 15, **kwargs)
+    assert set(quiet.counts) == set(plain.counts) and set(quiet.flows) == set(plain.flows)
+    for table, other in ((quiet.counts, plain.counts), (quiet.flows, plain.flows)):
+        for name, value in table.items():
+            assert value.shape == other[name].shape, name
+            assert torch.equal(value, other[name].detach()), name
+    assert quiet.counts["S_by_age"].shape == (16, 8, *(() if replicates is None else (3,)))
+    with torch.no_grad():
+        empty = simulate(model, graph, 0, **kwargs)
+    assert empty.counts["S"].shape[0] == 1 and empty.flows == {}
+
+
+def test_indicator_tensors_pack_to_bool_exactly():
+    from lpm_graph.simulator import _pack_indicators
+
+    ones_and_zeros = torch.tensor([0.0, 1.0, 1.0, 0.0], dtype=torch.float64)
+    negative_zero = torch.tensor([0.0, -0.0, 1.0])
+    fraction = torch.tensor([0.0, 0.5, 1.0])
+    ints = torch.tensor([0, 1, 1])
+    packed = _pack_indicators([ones_and_zeros, negative_zero, fraction, ints])
+    assert packed[0].dtype == torch.bool and torch.equal(packed[0].double(), ones_and_zeros)
+    assert packed[1] is negative_zero and packed[2] is fraction and packed[3] is ints
+    assert _pack_indicators([]) == []
+
+
+def test_a_checkpointed_forward_keeps_no_float_state_of_earlier_blocks():
+    import gc
+    import weakref
+
+    from lpm_graph.simulator import Simulator
+
+    graph = _graph(500)
+    model = SEIRM(2.5, 0.05)
+    boundaries = []
+    original = Simulator._checkpointed
+
+    def spy(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        boundaries.append([weakref.ref(v) for v in out[0].values()])
+        return out
+
+    Simulator._checkpointed = spy
+    try:
+        traj = simulate(model, graph, 20, initial_infected=5, seed=1, checkpoint=5)
+    finally:
+        Simulator._checkpointed = original
+    gc.collect()
+    assert len(boundaries) == 4
+    for refs in boundaries[:-1]:  # kept packed as bool, not as float tensors
+        assert all(r() is None for r in refs)
+    assert all(r() is not None for r in boundaries[-1])  # the final state
+    _loss("seirm", traj).backward()
+    assert model.reproduction_number.grad is not None
