@@ -114,11 +114,8 @@ class _Progression(Phase):
     def forward(self, graph: PopulationGraph, state: State, ctx: StepContext) -> State:
         p = self.owner
         e, i = state["E"], state["I"]
-        leave_e = _leave(ctx, "exposed_exit", p.exposed_hazard, e, p.exposed.kind == "fixed")
-        leave_i = _leave(
-            ctx, "infectious_exit", p.infectious_hazard, i, p.infectious.kind == "fixed"
-        )
-        onsets, exits = _slot_sum(leave_e), _slot_sum(leave_i)
+        leave_e, onsets = _exits(ctx, "exposed_exit", p.exposed_hazard, e, p.exposed.kind)
+        leave_i, exits = _exits(ctx, "infectious_exit", p.infectious_hazard, i, p.infectious.kind)
         m = p.mortality if p.mortality.dim() == 0 else p.mortality[p.age_groups(graph)]
         mortality = _per_agent(m, exits)
         scale = p.intervention_factor("mortality_factor", state, ctx)
@@ -461,6 +458,17 @@ def _advance(stage: Tensor, leave: Tensor | None, entering: Tensor) -> Tensor:
     ``leave``) moves up one slot and ``entering`` (``[N, *R]``) fills the first."""
     stayed = stage if leave is None else stage - leave
     return torch.cat([entering.unsqueeze(1), stayed[:, :-1]], 1)
+
+
+def _exits(
+    ctx: StepContext, name: str, hazard: Tensor, stage: Tensor, kind: str
+) -> tuple[Tensor | None, Tensor]:
+    """Who leaves a stage, by slot (``None`` for a fixed stay: the last slot, whose hazard is
+    the only non-zero one, 1), and their number per agent ``[N, *R]``."""
+    if kind == "fixed":  # hazards 0, ..., 0, 1: the same values without the products
+        return None, stage[:, -1].contiguous()
+    leave = _leave(ctx, name, hazard, stage, False)
+    return leave, _slot_sum(leave)
 
 
 def _leave(ctx: StepContext, name: str, hazard: Tensor, stage: Tensor, fixed: bool) -> Tensor:
