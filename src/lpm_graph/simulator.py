@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +40,7 @@ class Trajectory:
         replicates: the number of replicate columns (the last dimension of every series), or
             ``None`` for a run without replicates; other extra dimensions are groups (age
             groups, sectors).
+        seeds: for an ensemble run, the seed of every replicate column (else ``None``).
     """
 
     counts: dict[str, Tensor]
@@ -49,6 +50,7 @@ class Trajectory:
     states: list[dict[str, Tensor]] | None = field(default=None, repr=False)
     coupled: CoupledPaths | None = field(default=None, repr=False)
     replicates: int | None = None
+    seeds: tuple[int, ...] | None = None
 
     def expectation(self, fn: Callable[[Trajectory], Tensor]) -> Tensor:
         """``fn(self)``, differentiable so that its gradient estimates ``grad E[fn]``.
@@ -80,6 +82,25 @@ class Trajectory:
         weight = c.weight.to(delta.dtype).reshape(c.alternatives, columns)
         jump = (weight * delta * score.to(delta.dtype)).mean(0)
         return value + jump.reshape(value.shape)
+
+    def quantiles(self, name: str, q: float | Sequence[float] = (0.05, 0.5, 0.95)) -> Tensor:
+        """Quantiles over the replicates of the count or flow ``name`` (uncertainty bands).
+
+        Returns ``[len(q), T + 1, *groups]`` for a count (``[len(q), T, *groups]`` for a flow),
+        or without the first dimension for a single ``q``; linear interpolation between
+        replicates, as :func:`torch.quantile`. Not differentiable usefully: use it to report.
+        """
+        if self.replicates is None:
+            raise ValueError("quantiles need replicates: run with seed=[...] or replicates=R.")
+        series = self.counts.get(name, self.flows.get(name))
+        if series is None:
+            known = ", ".join([*self.counts, *self.flows])
+            raise ValueError(f"no count or flow named {name!r}; this trajectory has: {known}.")
+        levels = torch.as_tensor(q, dtype=torch.float64)
+        if levels.dim() > 1 or bool(((levels < 0) | (levels > 1) | levels.isnan()).any()):
+            raise ValueError(f"q must be a level or a list of levels in [0, 1], got {q!r}.")
+        values = series.detach().to(torch.float64)
+        return torch.quantile(values, levels.to(values.device), dim=-1)
 
     @property
     def steps(self) -> int:
@@ -120,7 +141,8 @@ class Trajectory:
         frames = []
         for k in range(self.replicates):
             frame = {n: (v if n == "t" else v[:, k]) for n, v in columns.items()}
-            frames.append(pd.DataFrame({"replicate": k, **frame}))
+            seed = {} if self.seeds is None else {"seed": self.seeds[k]}
+            frames.append(pd.DataFrame({"replicate": k, **seed, **frame}))
         return pd.concat(frames, ignore_index=True)
 
     def __repr__(self) -> str:
@@ -254,7 +276,7 @@ class Simulator(nn.Module):
         state: Mapping[str, Tensor] | None = None,
         *,
         initial_infected: object = None,
-        seed: int = 0,
+        seed: int | Sequence[int] = 0,
         replicates: int | None = None,
         dtype: torch.dtype | None = None,
     ) -> Trajectory:
@@ -265,12 +287,20 @@ class Simulator(nn.Module):
             state: an initial per-agent state; otherwise built from ``initial_infected``.
             initial_infected: see :func:`lpm_graph.protocols.base.seed_infected`.
             seed: the run's seed; the same seed on the same device gives bit-identical results.
-            replicates: run ``R`` independent replicates at once as extra state columns.
+                A sequence of seeds runs an ensemble: one replicate column per seed, column
+                ``i`` equal to the run with ``seed[i]`` alone (its draws are exactly that run's;
+                sums over agents or edges may differ in the last bits where they are not exact,
+                e.g. weighted aggregation).
+            replicates: run ``R`` independent replicates at once as extra state columns (all
+                drawn from the one ``seed``); with a sequence of seeds, ``None`` or its length.
             dtype: floating dtype of the state (default: that of ``initial_infected`` when it
                 is a floating tensor of probabilities, else ``torch.get_default_dtype()``).
         """
         if replicates is not None and (not isinstance(replicates, int) or replicates < 1):
             raise ValueError(f"replicates must be None or a positive int, got {replicates!r}.")
+        streams = RandomStreams(seed, graph.device)
+        if streams.members is not None:
+            replicates = self._ensemble_columns(streams.members, replicates)
         if (
             dtype is None
             and torch.is_tensor(initial_infected)
@@ -279,7 +309,6 @@ class Simulator(nn.Module):
             dtype = initial_infected.dtype  # probabilities given in float64 run in float64
         dtype = dtype or torch.get_default_dtype()
         self.protocol.check(graph)
-        streams = RandomStreams(seed, graph.device)
         if state is None:
             state = self.protocol.initial_state(
                 graph, initial_infected, streams, replicates, dtype, self.mode
@@ -306,7 +335,24 @@ class Simulator(nn.Module):
                 bar.update(n)
         if bar is not None:
             bar.close()
-        return replace(record.trajectory(state, self.protocol.dt), replicates=replicates)
+        return replace(
+            record.trajectory(state, self.protocol.dt), replicates=replicates, seeds=streams.members
+        )
+
+    def _ensemble_columns(self, seeds: tuple[int, ...], replicates: int | None) -> int:
+        """The replicate columns of an ensemble run over ``seeds``, or a clear error."""
+        if replicates is not None and replicates != len(seeds):
+            raise ValueError(
+                f"replicates={replicates} but {len(seeds)} seeds were given; an ensemble has "
+                "one replicate column per seed: leave replicates unset."
+            )
+        if self.estimator == "stochastic_derivative":
+            raise ValueError(
+                "the 'stochastic_derivative' estimator draws its alternative paths from one "
+                "stream per run and cannot run an ensemble of seeds in one batch; give one int "
+                "seed per run (lpm_graph.ensemble.run_ensemble(..., batch_size=1) does that)."
+            )
+        return len(seeds)
 
     def _run(
         self, graph: PopulationGraph, state: State, t0: int, n: int, streams: RandomStreams
@@ -591,7 +637,7 @@ def simulate(
     steps: int,
     *,
     initial_infected: object = None,
-    seed: int = 0,
+    seed: int | Sequence[int] = 0,
     state: Mapping[str, Tensor] | None = None,
     mode: Mode = "stochastic",
     replicates: int | None = None,

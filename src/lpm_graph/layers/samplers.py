@@ -25,6 +25,7 @@ depend on call order, and recomputation (gradient checkpointing) replays the sam
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -35,36 +36,91 @@ __all__ = ["RandomStreams", "bernoulli_st", "categorical_st", "flow_st"]
 class RandomStreams:
     """Seeded, independent random streams keyed by layer name and step.
 
+    With a sequence of seeds the streams serve an ensemble: every draw has one column per
+    seed (its last dimension), and column ``i`` holds exactly the numbers a run with
+    ``seeds[i]`` alone draws for the rest of the shape. A run whose replicate columns are the
+    members of an ensemble thus equals, column by column, the separate runs of its seeds.
+
     Args:
-        seed: the run's seed (any int).
+        seed: the run's seed (any int), or one seed per replicate column.
         device: device of the generators (that of the graph).
     """
 
-    def __init__(self, seed: int, device: torch.device | str = "cpu") -> None:
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed must be an int, got {seed!r}.")
-        self.seed = seed
+    def __init__(self, seed: int | Sequence[int], device: torch.device | str = "cpu") -> None:
+        self.seed: int | tuple[int, ...] = _check_seed(seed)
         self.device = torch.device(device)
 
-    def key(self, name: str, step: int) -> int:
-        digest = hashlib.blake2b(
-            f"{self.seed}\x1f{name}\x1f{step}".encode(), digest_size=8
-        ).digest()
+    @property
+    def members(self) -> tuple[int, ...] | None:
+        """The ensemble's seeds (one per replicate column), or ``None`` for a single seed."""
+        return self.seed if isinstance(self.seed, tuple) else None
+
+    def key(self, name: str, step: int, seed: int | None = None) -> int:
+        """The 63-bit key of stream ``(seed, name, step)`` (``seed``: the run's by default)."""
+        seed = self.seed if seed is None else seed
+        digest = hashlib.blake2b(f"{seed}\x1f{name}\x1f{step}".encode(), digest_size=8).digest()
         return int.from_bytes(digest, "little") & (2**63 - 1)
 
     def generator(self, name: str, step: int = 0) -> torch.Generator:
-        """A fresh generator for layer ``name`` at ``step``."""
-        gen = torch.Generator(device=self.device)
-        gen.manual_seed(self.key(name, step))
-        return gen
+        """A fresh generator for layer ``name`` at ``step`` (single-seed streams only)."""
+        if self.members is not None:
+            raise ValueError(
+                f"stream {name!r} asks for one generator, which an ensemble over "
+                f"{len(self.members)} seeds cannot split by seed; draw with "
+                "streams.uniform(...) (one column per seed), or run the seeds one by one."
+            )
+        return self._generator(self.key(name, step))
 
     def uniform(self, name: str, step: int, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
-        return torch.rand(
-            shape, generator=self.generator(name, step), dtype=dtype, device=self.device
-        )
+        """``U[0, 1)`` numbers of ``shape`` from stream ``(name, step)``; for an ensemble,
+        ``shape[-1]`` must be the number of seeds, and column ``i`` comes from ``seeds[i]``."""
+        shape = tuple(shape)
+        members = self.members
+        if members is None:
+            gen = self._generator(self.key(name, step))
+            return torch.rand(shape, generator=gen, dtype=dtype, device=self.device)
+        if not shape or shape[-1] != len(members):
+            raise ValueError(
+                f"stream {name!r} draws shape {list(shape)} in an ensemble of {len(members)} "
+                f"seeds; every draw needs one column per seed (last dimension {len(members)}). "
+                "A draw shared by all replicates cannot match each seed's own run: draw per "
+                "replicate, or run the seeds one by one."
+            )
+        columns = [
+            torch.rand(
+                shape[:-1],
+                generator=self._generator(self.key(name, step, seed)),
+                dtype=dtype,
+                device=self.device,
+            )
+            for seed in members
+        ]
+        return torch.stack(columns, dim=-1)
+
+    def _generator(self, key: int) -> torch.Generator:
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(key)
+        return gen
 
     def __repr__(self) -> str:
         return f"RandomStreams(seed={self.seed}, device={self.device})"
+
+
+def _check_seed(seed: object) -> int | tuple[int, ...]:
+    def is_int(x: object) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool)
+
+    if is_int(seed):
+        return seed  # type: ignore[return-value]
+    if isinstance(seed, Sequence | range) and not isinstance(seed, str | bytes):
+        seeds = tuple(seed)
+        if seeds and all(is_int(x) for x in seeds):
+            return seeds  # type: ignore[return-value]
+        if not seeds:
+            raise ValueError("seed is an empty sequence; give an int or at least one seed.")
+    raise ValueError(
+        f"seed must be an int or a sequence of ints (one per replicate), got {seed!r}."
+    )
 
 
 def _survival(p: Tensor | None, survival: Tensor | None) -> Tensor:

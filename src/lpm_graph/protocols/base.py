@@ -364,9 +364,9 @@ def seed_infected(
         k = initial_infected
         if not 0 <= k <= n:
             raise ValueError(f"initial_infected={k} must be between 0 and the {n} agents.")
-        gen = streams.generator("initial_infected", 0)
         columns = 1 if len(shape) == 1 else int(math.prod(shape[1:]))
-        keys = torch.rand((n, columns), generator=gen, device=device)
+        keys = streams.uniform("initial_infected", 0, shape, torch.get_default_dtype())
+        keys = keys.reshape(n, columns)
         chosen = keys.argsort(dim=0)[:k]  # [k, columns]: k distinct agents per replicate
         out = torch.zeros((n, columns), dtype=dtype, device=device)
         out.scatter_(0, chosen, 1.0)
@@ -398,7 +398,7 @@ def seed_infected(
     value = _broadcast(value.to(dtype), shape)
     if mode == "expected":
         return value
-    return bernoulli_st(value, generator=streams.generator("initial_infected", 0))
+    return bernoulli_st(value, uniform=streams.uniform("initial_infected", 0, shape, value.dtype))
 
 
 def _broadcast(value: Tensor, shape: tuple[int, ...]) -> Tensor:

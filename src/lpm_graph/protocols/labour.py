@@ -560,8 +560,8 @@ class LabourMarket(Protocol):
             if mode == "expected":
                 unemployed = p
             else:
-                gen = streams.generator("initial_unemployment", 0)
-                unemployed = bernoulli_st(p, generator=gen)
+                u = streams.uniform("initial_unemployment", 0, tuple(p.shape), p.dtype)
+                unemployed = bernoulli_st(p, uniform=u)
         unemployed = unemployed * lf
         return {
             "employed": lf - unemployed,

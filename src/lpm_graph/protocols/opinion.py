@@ -710,8 +710,8 @@ class _Prefixed(RandomStreams):
         super().__init__(streams.seed, streams.device)
         self.prefix = prefix
 
-    def key(self, name: str, step: int) -> int:
-        return super().key(self.prefix + name, step)
+    def key(self, name: str, step: int, seed: int | None = None) -> int:
+        return super().key(self.prefix + name, step, seed)
 
 
 def _edge_column(edge_weight: Tensor, like: Tensor) -> Tensor:

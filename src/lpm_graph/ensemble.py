@@ -1,0 +1,335 @@
+"""Ensembles: many independent seeded runs, batched in one process or spread over Ray.
+
+An ensemble is a list of seeds. Member ``i`` is the run with ``seeds[i]``, and it is the same
+run however the ensemble is executed: one seed at a time, ``batch_size`` seeds at once as the
+replicate columns of one run (:func:`~lpm_graph.simulate` with a list of seeds draws every
+column from its own seed's streams), or batches on Ray workers. So an uncertainty band or a
+calibration sweep does not change when the batch size or the backend does.
+
+Batching pays where one run does not keep the cores busy: the per-step Python work and the
+kernel launches are shared by the batch, and an aggregation reads the graph's indices once
+for all its columns (``benchmarks/ensembles.py`` measures it). Ray (``pip install ray``, the
+``ray`` extra) runs batches in parallel worker processes, on one machine or a cluster.
+
+Example::
+
+    from lpm_graph.ensemble import run_ensemble
+
+    traj = run_ensemble(SIR(0.05, 0.1), graph, 100, seeds=range(64), initial_infected=10)
+    low, mid, high = traj.quantiles("I", (0.05, 0.5, 0.95))  # each [101]
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+from torch import Tensor
+
+from .simulator import CoupledPaths, Trajectory, simulate
+
+if TYPE_CHECKING:
+    from .graph import PopulationGraph
+    from .protocols.base import Estimator, Mode, Protocol
+
+__all__ = ["BACKENDS", "concat_trajectories", "run_ensemble", "sweep"]
+
+logger = logging.getLogger(__name__)
+
+Backend = Literal["local", "ray"]
+BACKENDS: tuple[str, ...] = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class _Options:
+    """What every member's run shares besides the protocol, the graph and its seed."""
+
+    steps: int
+    initial_infected: object
+    mode: Mode
+    checkpoint: int | None
+    dtype: torch.dtype | None
+    estimator: Estimator
+    alternatives: int
+    keep_final_state: bool
+
+
+def run_ensemble(
+    protocol: Protocol,
+    graph: PopulationGraph,
+    steps: int,
+    seeds: int | Iterable[int],
+    *,
+    initial_infected: object = None,
+    batch_size: int | None = None,
+    backend: Backend = "local",
+    num_workers: int | None = None,
+    mode: Mode = "stochastic",
+    checkpoint: int | None = None,
+    dtype: torch.dtype | None = None,
+    estimator: Estimator = "straight_through",
+    alternatives: int = 1,
+    keep_final_state: bool = True,
+    ray_options: Mapping[str, Any] | None = None,
+) -> Trajectory:
+    """Run ``protocol`` on ``graph`` once per seed and return the runs as replicate columns.
+
+    Args:
+        protocol, graph, steps, initial_infected, mode, checkpoint, dtype, estimator,
+            alternatives: as for :func:`~lpm_graph.simulate`, shared by every member.
+        seeds: the members' seeds, or a count ``M`` for seeds ``0 .. M - 1``.
+        batch_size: members per batched run (default: all of them in one run). ``1`` runs the
+            seeds one by one, as the ``"stochastic_derivative"`` estimator requires; a smaller
+            batch needs less memory (a batch's state is ``batch_size`` times a run's).
+        backend: ``"local"`` (this process, in order; differentiable when autograd is on) or
+            ``"ray"`` (batches as Ray tasks in parallel; forward only, results detached).
+        num_workers: Ray only: the CPUs to start Ray with when it is not running yet (default
+            all); each task uses ``cpus // num_workers`` torch threads.
+        keep_final_state: keep every member's final per-agent state (``False``: an empty
+            ``final_state``, which spares memory and, on Ray, the transfer).
+        ray_options: Ray only: options of every task (e.g. ``{"num_gpus": 0.25}`` to run on
+            GPU workers).
+
+    Returns:
+        One :class:`~lpm_graph.Trajectory` with ``replicates = M`` columns in the order of
+        ``seeds`` (``traj.seeds``), each bit for bit the run of its seed alone on the same
+        device (sums that are not exact, e.g. weighted aggregation, may differ in the last
+        bits); ``traj.quantiles(name)`` gives uncertainty bands.
+    """
+    return sweep(
+        [protocol],
+        graph,
+        steps,
+        seeds,
+        initial_infected=initial_infected,
+        batch_size=batch_size,
+        backend=backend,
+        num_workers=num_workers,
+        mode=mode,
+        checkpoint=checkpoint,
+        dtype=dtype,
+        estimator=estimator,
+        alternatives=alternatives,
+        keep_final_state=keep_final_state,
+        ray_options=ray_options,
+    )[0]
+
+
+def sweep(
+    protocols: Sequence[Protocol] | Mapping[str, Protocol],
+    graph: PopulationGraph,
+    steps: int,
+    seeds: int | Iterable[int],
+    *,
+    initial_infected: object = None,
+    batch_size: int | None = None,
+    backend: Backend = "local",
+    num_workers: int | None = None,
+    mode: Mode = "stochastic",
+    checkpoint: int | None = None,
+    dtype: torch.dtype | None = None,
+    estimator: Estimator = "straight_through",
+    alternatives: int = 1,
+    keep_final_state: bool = True,
+    ray_options: Mapping[str, Any] | None = None,
+) -> Any:
+    """The ensemble of :func:`run_ensemble` for each of several protocols (a parameter sweep:
+    the same protocol with different parameters, or different protocols on one graph).
+
+    Every protocol runs the same seeds, so differences between them are not seed noise
+    (common random numbers). On Ray, every (protocol, batch) pair is one task and all run in
+    parallel. Arguments as for :func:`run_ensemble`.
+
+    Returns:
+        A list of trajectories in the order of ``protocols``, or a dict with its keys when
+        ``protocols`` is a mapping.
+    """
+    names = list(protocols) if isinstance(protocols, Mapping) else None
+    models = list(protocols.values()) if isinstance(protocols, Mapping) else list(protocols)
+    if not models:
+        raise ValueError("protocols is empty; give at least one protocol to run.")
+    members = _seeds(seeds)
+    size = _batch_size(batch_size, len(members))
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}.")
+    if estimator == "stochastic_derivative" and size > 1:
+        raise ValueError(
+            "the 'stochastic_derivative' estimator runs one seed per run: use batch_size=1."
+        )
+    options = _Options(
+        steps, initial_infected, mode, checkpoint, dtype, estimator, alternatives, keep_final_state
+    )
+    batches = [members[i : i + size] for i in range(0, len(members), size)]
+    if backend == "ray":
+        runs = _run_on_ray(models, graph, batches, options, num_workers, ray_options or {})
+    else:
+        runs = [[_run_batch(m, graph, batch, options) for batch in batches] for m in models]
+    out = [concat_trajectories(parts) for parts in runs]
+    return dict(zip(names, out)) if names is not None else out
+
+
+def concat_trajectories(parts: Sequence[Trajectory]) -> Trajectory:
+    """Trajectories with replicate columns, joined along the replicate dimension (the last
+    of every series and of every per-agent state) in the order given; ``dt`` and the
+    observables must match. Kept per-step states are joined too."""
+    if not parts:
+        raise ValueError("no trajectories to join.")
+    first = parts[0]
+    for part in parts:
+        if part.replicates is None:
+            raise ValueError("every trajectory must have replicate columns (seed=[...]).")
+        if part.dt != first.dt or part.counts.keys() != first.counts.keys():
+            raise ValueError("trajectories of different steps or observables cannot be joined.")
+        if (part.coupled is None) != (first.coupled is None):
+            raise ValueError("runs with and without coupled paths cannot be joined.")
+    if len(parts) == 1:
+        return first
+
+    def cat(dicts: Sequence[Mapping[str, Tensor]]) -> dict[str, Tensor]:
+        return {k: torch.cat([d[k] for d in dicts], dim=-1) for k in dicts[0]}
+
+    coupled = None
+    if first.coupled is not None:
+        coupled = _join_coupled(parts)
+
+    states = None
+    if all(p.states is not None for p in parts):
+        states = [cat(step) for step in zip(*(p.states for p in parts))]  # type: ignore[misc]
+    seeds = None
+    if all(p.seeds is not None for p in parts):
+        seeds = tuple(s for p in parts for s in p.seeds)  # type: ignore[union-attr]
+    return Trajectory(
+        counts=cat([p.counts for p in parts]),
+        flows=cat([p.flows for p in parts]),
+        final_state=cat([p.final_state for p in parts]) if first.final_state else {},
+        dt=first.dt,
+        states=states,
+        replicates=sum(p.replicates for p in parts),  # type: ignore[misc]
+        seeds=seeds,
+        coupled=coupled,
+    )
+
+
+def _join_coupled(parts: Sequence[Trajectory]) -> CoupledPaths:
+    """The alternative paths of several stochastic-derivative runs, laid out as one run's:
+    column ``k * R + r`` is alternative ``k`` of replicate ``r`` (``R`` replicates in all)."""
+    paths = [p.coupled for p in parts]
+    k = paths[0].alternatives  # type: ignore[union-attr]
+    if any(c.alternatives != k for c in paths):  # type: ignore[union-attr]
+        raise ValueError("runs with different numbers of alternatives cannot be joined.")
+
+    def join(values: Sequence[Tensor]) -> Tensor:
+        split = [v.reshape(*v.shape[:-1], k, v.shape[-1] // k) for v in values]
+        out = torch.cat(split, dim=-1)
+        return out.reshape(*out.shape[:-2], -1)
+
+    def join_all(dicts: Sequence[Mapping[str, Tensor]]) -> dict[str, Tensor]:
+        return {name: join([d[name] for d in dicts]) for name in dicts[0]}
+
+    runs = [c.trajectory for c in paths]  # type: ignore[union-attr]
+    trajectory = Trajectory(
+        counts=join_all([r.counts for r in runs]),
+        flows=join_all([r.flows for r in runs]),
+        final_state=join_all([r.final_state for r in runs]) if runs[0].final_state else {},
+        dt=runs[0].dt,
+        replicates=runs[0].replicates and sum(r.replicates for r in runs),  # type: ignore[misc]
+    )
+    return CoupledPaths(
+        trajectory,
+        join([c.weight for c in paths]),  # type: ignore[union-attr]
+        join([c.log_rate for c in paths]),  # type: ignore[union-attr]
+        k,
+    )
+
+
+def _seeds(seeds: int | Iterable[int]) -> list[int]:
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise ValueError(f"seeds={seeds} as a count must be at least 1.")
+        return list(range(seeds))
+    if isinstance(seeds, str | bytes) or not isinstance(seeds, Iterable):
+        raise ValueError(f"seeds must be a count or a list of int seeds, got {seeds!r}.")
+    out = list(seeds)
+    bad = [s for s in out if not isinstance(s, int) or isinstance(s, bool)]
+    if not out or bad:
+        raise ValueError(f"seeds must be a non-empty list of ints, got {seeds!r}.")
+    return out
+
+
+def _batch_size(batch_size: int | None, members: int) -> int:
+    if batch_size is None:
+        return members
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+    return min(batch_size, members)
+
+
+def _run_batch(
+    protocol: Protocol, graph: PopulationGraph, seeds: list[int], options: _Options
+) -> Trajectory:
+    # one seed: an int seed with one replicate column draws the same numbers, and suits the
+    # stochastic-derivative estimator too (its alternative paths need one stream per run)
+    traj = simulate(
+        protocol,
+        graph,
+        options.steps,
+        initial_infected=options.initial_infected,
+        seed=seeds[0] if len(seeds) == 1 else seeds,
+        replicates=1 if len(seeds) == 1 else None,
+        mode=options.mode,
+        checkpoint=options.checkpoint,
+        dtype=options.dtype,
+        estimator=options.estimator,
+        alternatives=options.alternatives,
+    )
+    return replace(
+        traj,
+        seeds=tuple(seeds),
+        final_state=traj.final_state if options.keep_final_state else {},
+    )
+
+
+def _run_on_ray(
+    models: list[Protocol],
+    graph: PopulationGraph,
+    batches: list[list[int]],
+    options: _Options,
+    num_workers: int | None,
+    ray_options: Mapping[str, Any],
+) -> list[list[Trajectory]]:
+    try:
+        import ray
+    except ImportError as err:
+        raise ImportError(
+            "backend='ray' needs Ray: `pip install ray` (or the `ray` extra of lpm-graph), or "
+            "use backend='local'."
+        ) from err
+    if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 1):
+        raise ValueError(f"num_workers must be a positive int, got {num_workers!r}.")
+    if not ray.is_initialized():
+        cpus = num_workers or len(os.sched_getaffinity(0))
+        logger.info("starting Ray with %d CPUs", cpus)
+        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    cpus = int(ray.available_resources().get("CPU", 1)) or 1
+    workers = num_workers or cpus
+    threads = max(1, cpus // min(workers, len(models) * len(batches)))
+    task = ray.remote(_ray_task).options(num_cpus=1, **dict(ray_options))
+    graph_ref = ray.put(graph)
+    refs = [
+        [task.remote(ray.put(m), graph_ref, batch, options, threads) for batch in batches]
+        for m in models
+    ]
+    return [ray.get(row) for row in refs]
+
+
+def _ray_task(
+    protocol: Protocol, graph: PopulationGraph, seeds: list[int], options: _Options, threads: int
+) -> Trajectory:
+    """One batch on a Ray worker: forward only, detached."""
+    torch.set_num_threads(threads)
+    with torch.no_grad():
+        return _run_batch(protocol, graph, seeds, options)
