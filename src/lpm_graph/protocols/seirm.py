@@ -491,12 +491,15 @@ def _pad(x: Tensor, k: int, shift: int = 0) -> Tensor:
 def _slot_sum(stage: Tensor, values: Tensor | None = None) -> Tensor:
     """``sum_k values[k] * stage[:, k]`` (``values`` default 1): ``[N, K, *R] -> [N, *R]``.
 
-    One matrix-vector product for ``[N, K]``: summing a short inner dimension with
-    ``(stage * values).sum(1)`` is 2-4x slower on CPU (two passes, and a reduction kernel
-    per agent)."""
+    One matrix-vector product for ``[N, K]`` below float64: summing a short inner dimension
+    with ``(stage * values).sum(1)`` is 2-4x slower on CPU (two passes, and a reduction kernel
+    per agent). The BLAS product's order of summation can depend on where a row sits in
+    memory, so a partitioned run (whose rows sit elsewhere) could differ from the whole run
+    in the last bit; float64, the dtype that checks runs against each other, sums in the
+    same order for every row."""
     if values is None:
         values = stage.new_ones(stage.shape[1])
-    if stage.dim() == 2:
+    if stage.dim() == 2 and stage.dtype != torch.float64:
         return stage @ values.to(stage.dtype)
     return (stage * _stage_column(values.to(stage.dtype), stage)).sum(1)
 
