@@ -362,6 +362,7 @@ PACKAGES = (
     "lpm_graph.secure",
     "lpm_graph.policies",
     "lpm_graph.distributed",
+    "lpm_graph.ensemble",
     "lpm_graph.plot",
 )
 
