@@ -298,18 +298,25 @@ def test_ray_backend_is_refused_clearly_without_ray(er, monkeypatch):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs the ray extra")
-def test_ray_backend_equals_the_local_run(er):
+def test_ray_backend_equals_the_local_run(er, population):
     import ray
 
     models = [SIR(0.08, 0.1), SIR(0.1, 0.1)]
     local = sweep(models, er, 20, [1, 2, 3, 4, 5], initial_infected=5, batch_size=2)
+    seirm = SEIRM(2.5, 0.05)  # after a local run: its per-graph caches travel too
+    local_seirm = run_ensemble(seirm, population, 15, 3, initial_infected=10)
     try:
         remote = sweep(
             models, er, 20, [1, 2, 3, 4, 5], initial_infected=5, batch_size=2, backend="ray",
             num_workers=2,
         )  # fmt: skip
+        remote_seirm = run_ensemble(
+            seirm, population, 15, 3, initial_infected=10, backend="ray", batch_size=2
+        )
     finally:
         ray.shutdown()
+    for key, value in local_seirm.counts.items():
+        assert torch.equal(value.detach(), remote_seirm.counts[key]), key
     for a, b in zip(local, remote):
         assert b.seeds == (1, 2, 3, 4, 5)
         for key in a.counts:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
@@ -62,6 +63,19 @@ class Coupling:
     force: Mapping[str, Tensor] | None = None
     tile: int = 1
     columns: int | None = None
+
+
+@dataclass(frozen=True)
+class _WeakCache:
+    """Stands in for a per-graph cache in a pickled protocol: a weak dictionary (``"dict"``)
+    or a weak reference (``"ref"``)."""
+
+    kind: str
+
+
+def _no_graph() -> None:
+    """A dead weak reference: the graph a cache was built for is not known."""
+    return None
 
 
 @dataclass
@@ -186,6 +200,24 @@ class Protocol(nn.Module):
             raise ValueError(f"phase names must be unique (they key random streams), got {names}.")
         self.phases = nn.ModuleList(phases)
         self.dt = float(dt)
+
+    def __getstate__(self) -> dict:
+        """Pickling (Ray tasks, spawned processes, ``torch.save``): the per-graph caches, which
+        hold weak references to graphs, are left out; a copy rebuilds them on first use."""
+        state = dict(self.__dict__)
+        for key, value in state.items():
+            if isinstance(value, weakref.WeakKeyDictionary):
+                state[key] = _WeakCache("dict")
+            elif isinstance(value, weakref.ref):
+                state[key] = _WeakCache("ref")
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state = dict(state)
+        for key, value in state.items():
+            if isinstance(value, _WeakCache):
+                state[key] = weakref.WeakKeyDictionary() if value.kind == "dict" else _no_graph
+        super().__setstate__(state)
 
     def step(
         self,

@@ -259,6 +259,11 @@ class LabourMarket(Protocol):
 
     compartments = ("employed", "unemployed", "not_in_labour_force")
 
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state["_run"] = None  # read again from the graph (it holds a weak reference to it)
+        return state
+
     def __init__(
         self,
         job_loss_rate: float | Tensor = 0.004,
