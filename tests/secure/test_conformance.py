@@ -55,9 +55,9 @@ class Inputs(SIRInputs):
         small = {"infectious": INFECTIOUS, "x": X, "y": Y}
         if name in small:
             return small[name]
-        if name == "recovery_draw":
-            return super().__call__(name, step)
-        return self.seirm(name, step)  # the same initial infections and infection draws
+        if name == "draw":
+            return super().__call__(name, step)  # SIR's one draw per agent and step
+        return self.seirm(name, step)  # the same initial infections
 
 
 def seirm_loss(series):

@@ -63,10 +63,13 @@ def test_force_of_infection_and_decisions_against_float_plaintext(run_10k):
             0, csr.row, rate * infectious.long()[csr.col]
         )
         assert torch.equal(lam.shares.sum(0), fixed)  # linear part: exact in the ring
+        # the protocol's decisions: exact contact counts times the rate with 24 bits
+        contacts = layer(csr, shared, torch.tensor(1))
+        lam = contacts.mul_public(torch.tensor(tau, dtype=torch.float64), frac_bits=24)
         exact = layer(csr, infectious, torch.tensor(tau, dtype=torch.float64))
         worst = max(worst, float((decode_shares(lam) - exact).abs().max()))
-        draw = inputs("infection_draw", t)
-        infected = decode_shares(lam > session.share(draw)).bool()
+        draw, draw_bits = inputs("draw", t)
+        infected = decode_shares(lam > session.share(draw, draw_bits)).bool()
         susceptible = plain.states[t]["S"].bool()
         want = (exact > draw) & susceptible
         got = infected & susceptible

@@ -144,7 +144,7 @@ def test_dealer_shares_of_private_inputs_are_uniform(parties):
     and fixed-point Exp(1) draws, shared the same way."""
     owner = SIRInputs(N, 0.05, seed=2)
     session = Session(parties, seed=3, owner=owner)
-    for name, step in (("initial_infected", None), ("infection_draw", 4)):
+    for name, step in (("initial_infected", None), ("draw", 4)):
         x = session.input(name, step)
         secret = owner(name, step)
         encoded = encode(*secret) if isinstance(secret, tuple) else encode(secret, x.frac_bits)
@@ -261,8 +261,8 @@ def _private_values(protocol, graph, owner, states) -> dict[int, dict[str, Tenso
     infection = protocol.phases[0]
     (relation,) = infection.relations(graph)
     assert graph.edge_weight(relation) is None
-    tau_dt = encode(protocol.transmission_rate.detach().double() * protocol.dt)
-    gamma_dt = encode(float(protocol.recovery_rate.detach()) * protocol.dt)
+    tau_dt = encode(protocol.transmission_rate.detach().double() * protocol.dt, 24)
+    gamma_dt = encode(float(protocol.recovery_rate.detach()) * protocol.dt, 24)
     draws = owner.draws(STEPS)
     out = {}
     for t in range(STEPS + 1):
@@ -274,10 +274,9 @@ def _private_values(protocol, graph, owner, states) -> dict[int, dict[str, Tenso
                 graph.csr(relation), states[t]["I"].detach(), torch.tensor(1.0)
             )
             lam = contacts.round().to(torch.int64) * tau_dt
-            e_draw, f_draw = encode(draws["infection_draw"][t]), encode(draws["recovery_draw"][t])
+            e_draw = f_draw = encode(draws["draw"][t], 24)
             values |= {
-                "infection_draw": e_draw,
-                "recovery_draw": f_draw,
+                "draw": e_draw,
                 "contacts": contacts.round().to(torch.int64),
                 "lambda dt": lam,
                 "E - lambda dt": e_draw - lam,

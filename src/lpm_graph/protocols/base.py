@@ -101,6 +101,9 @@ class StepContext:
     estimator: Estimator = "straight_through"
     flows: dict[str, Tensor] = field(default_factory=dict)
     coupling: Coupling | None = None
+    _shared: dict[tuple[str, tuple[int, ...], torch.dtype], Tensor] = field(
+        default_factory=dict, repr=False
+    )
 
     def uniform(self, name: str, like: Tensor, step: int | None = None) -> Tensor:
         """``U[0, 1)`` numbers shaped and typed like ``like`` from stream ``(name, step)``
@@ -119,9 +122,17 @@ class StepContext:
         u = u if c.columns is not None else u.unsqueeze(-1)
         return u.repeat(*([1] * (u.dim() - 1)), c.tile)
 
-    def flow(self, name: str, survival: Tensor, source: Tensor) -> Tensor:
+    def flow(
+        self, name: str, survival: Tensor, source: Tensor, stream: str | None = None
+    ) -> Tensor:
         """The flow out of compartment ``source`` when each agent leaves it with probability
         ``1 - survival`` during this step (``survival`` may be a scalar).
+
+        ``stream`` (default ``name``) names the random numbers. Flows of one step that name the
+        same stream get the same numbers, drawn once: for phases whose sources are disjoint
+        sets of agents, e.g. SIR's infection (agents in S) and recovery (agents in I at the
+        start of the step), each agent uses its number at most once, so the draws stay
+        independent and the step draws half the numbers.
 
         Stochastic mode: exact draws ``b = 1[u >= survival]`` from stream ``(name, t)`` and the
         flow ``b * source``, differentiated with ``estimator``: ``"straight_through"``
@@ -133,12 +144,18 @@ class StepContext:
         """
         if self.mode == "expected":
             return (1 - survival) * source
-        u = self.uniform(name, source)
+        u = self.uniform(name, source) if stream is None else self._shared_uniform(stream, source)
         if self.coupling is not None:
             return self._coupled_flow(name, torch.as_tensor(survival), source, u)
         if self.estimator == "conditional_mean":
             return flow_st(source, survival=survival, uniform=u)
         return _straight_through_flow(torch.as_tensor(survival), source, u)
+
+    def _shared_uniform(self, stream: str, like: Tensor) -> Tensor:
+        key = (stream, tuple(like.shape), like.dtype)
+        if key not in self._shared:
+            self._shared[key] = self.uniform(stream, like)
+        return self._shared[key]
 
     def _coupled_flow(self, name: str, survival: Tensor, source: Tensor, u: Tensor) -> Tensor:
         """Stochastic-derivative estimator: a hard flow; candidates or forced moves recorded."""

@@ -37,7 +37,7 @@ from torch import Tensor
 from ..graph import PopulationGraph
 from ..layers.samplers import RandomStreams
 from ..protocols.base import seed_infected
-from ..protocols.sir import SIR
+from ..protocols.sir import DRAWS, SIR
 from ..simulator import Trajectory
 from .session import Session
 from .tensor import SharedTensor, exp_neg, greater, multiply
@@ -46,24 +46,41 @@ __all__ = ["SIRInputs", "SecureTrajectory", "secure_sir"]
 
 COUNTS = ("S", "I", "R", "infections", "recoveries")
 _WEIGHT_BITS = 24  # fractional bits of the public loss weights d loss / d series (normalised)
+# fractional bits of lambda dt, gamma dt and the draws in the decisions: a decision differs
+# from the float one only when |lambda dt - E| is below about 2^-24 (times the contacts)
+_DECISION_BITS = 24
 _GRADIENT_BITS = 32  # fractional bits of the opened gradient
 
 
 class SIRInputs:
     """The agents' private inputs of a secure SIR run, as each agent knows them.
 
-    ``initial_infected`` (0/1 per agent), and per step ``infection_draw`` and
-    ``recovery_draw`` (``Exp(1)`` per agent: ``-log u`` of the uniforms a plaintext
-    :func:`lpm_graph.simulate` run with the same ``seed`` draws for the same flows). Picklable,
-    so that the dealer process of a multi-process run can hold it.
+    ``initial_infected`` (0/1 per agent), and per step ``draw`` (``Exp(1)`` per agent, used
+    by the infection of agents in S and the recovery of agents in I: ``-log u`` of the uniforms
+    a plaintext
+    :func:`lpm_graph.simulate` run with the same ``seed`` draws for the same flows: one number
+    per agent and step, which the plaintext SIR's two flows share, as they move disjoint
+    agents). Picklable, so that the dealer process of a multi-process run can hold it.
 
     Args:
         num_agents: agents of the population.
         initial_infected: as in :func:`lpm_graph.simulate` (count, fraction, ids, mask).
         seed: the run's seed.
+        draw_bits: fractional bits of the shared draws (default 24: with a scalar rate the
+            decisions compare ``lambda dt`` and ``E`` with 24 bits, so a decision differs
+            from the float one only when they are closer than about ``2^-24`` per contact).
     """
 
-    def __init__(self, num_agents: int, initial_infected: object, seed: int = 0) -> None:
+    def __init__(
+        self,
+        num_agents: int,
+        initial_infected: object,
+        seed: int = 0,
+        draw_bits: int = _DECISION_BITS,
+    ) -> None:
+        if not 1 <= draw_bits <= 40:
+            raise ValueError(f"draw_bits must be between 1 and 40, got {draw_bits}.")
+        self.draw_bits = int(draw_bits)
         self.num_agents = int(num_agents)
         self.initial_infected = initial_infected
         self.seed = int(seed)
@@ -81,18 +98,15 @@ class SIRInputs:
                 "stochastic",
             )
             return infected.to(torch.int64), 0
-        flow = {"infection_draw": "infection", "recovery_draw": "recovery"}.get(name)
-        if flow is None:
+        if name != "draw":
             raise KeyError(f"SIRInputs has no private input {name!r}.")
-        u = streams.uniform(flow, int(step), (n,), torch.float64)
-        return -torch.log(u.clamp(min=1e-300))  # Exp(1); u = 0 would be an infinite draw
+        u = streams.uniform(DRAWS, int(step), (n,), torch.float64)
+        # Exp(1) (u = 0 would be an infinite draw), shared with draw_bits fractional bits
+        return -torch.log(u.clamp(min=1e-300)), self.draw_bits
 
     def draws(self, steps: int) -> dict[str, Tensor]:
-        """Plaintext draws (tests): ``{"infection_draw": [T, N], "recovery_draw": [T, N]}``."""
-        return {
-            name: torch.stack([self(name, t) for t in range(steps)])
-            for name in ("infection_draw", "recovery_draw")
-        }
+        """Plaintext draws (tests): ``{"draw": [T, N]}``."""
+        return {"draw": torch.stack([self("draw", t)[0] for t in range(steps)])}
 
 
 @dataclass
@@ -216,6 +230,15 @@ def secure_sir(
             total = lam if total is None else total + lam
         return total if total is not None else infectious * 0
 
+    def pressure(infectious: SharedTensor) -> SharedTensor:
+        """``lambda dt`` for the decisions, with ``_DECISION_BITS`` fractional bits: with a
+        scalar rate, the contact sum (exact for unit weights) times the rate encoded with as
+        many bits, so that the rate's encoding error does not grow with the contacts."""
+        if tau_dt.dim() != 0:
+            return force(infectious, tau_dt)
+        lam = force(infectious, one).mul_public(tau_dt, frac_bits=_DECISION_BITS)
+        return lam.rescale(_DECISION_BITS) if lam.frac_bits > _DECISION_BITS else lam
+
     def infection_tangent(inf, lam, state, tangent):
         """``d new = exp(-lambda dt) d(lambda dt) S + b dS`` (straight-through), ``[N, P]``."""
         contacts = force(state["I"], one)  # sum_j w_ji I_j
@@ -246,15 +269,15 @@ def secure_sir(
         d_series: dict[str, list[SharedTensor]] = {name: [] for name in COUNTS}
         _observe(session, state, tangent, series, d_series, public, None)
 
-    threshold = session.public(torch.full((n,), gamma_dt, dtype=torch.float64))
+    threshold = session.public(torch.full((n,), gamma_dt, dtype=torch.float64), _DECISION_BITS)
     for t in range(steps):
         with session.step(t):
-            e_draw = session.input("infection_draw", t)
-            f_draw = session.input("recovery_draw", t)
+            # one draw per agent: infection for agents in S, recovery for agents in I
+            e_draw = f_draw = session.input("draw", t)
             start_i, d_start_i = state["I"], tangent.get("I")
             d_new = d_rec = None
             if protocol.order == "infect_first":
-                lam = force(state["I"], tau_dt)
+                lam = pressure(state["I"])
                 bits = greater(
                     SharedTensor.cat([lam, threshold]), SharedTensor.cat([e_draw, f_draw])
                 )
@@ -272,7 +295,7 @@ def secure_sir(
                 if params:
                     d_rec = recovery_tangent(rec_b, start_i, d_start_i)
                 state, tangent = _apply(state, tangent, "I", "R", rec, d_rec)
-                lam = force(state["I"], tau_dt)
+                lam = pressure(state["I"])
                 inf = greater(lam, e_draw)
                 new = multiply(inf, state["S"])
                 if params:
