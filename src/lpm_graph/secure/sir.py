@@ -230,18 +230,20 @@ def secure_sir(
             total = lam if total is None else total + lam
         return total if total is not None else infectious * 0
 
-    def pressure(infectious: SharedTensor) -> SharedTensor:
-        """``lambda dt`` for the decisions, with ``_DECISION_BITS`` fractional bits: with a
+    def pressure(infectious: SharedTensor) -> tuple[SharedTensor, SharedTensor | None]:
+        """``lambda dt`` for the decisions, with ``_DECISION_BITS`` fractional bits, and the
+        contact sum ``sum_j w_ji I_j`` it came from (``None`` for per-edge rates): with a
         scalar rate, the contact sum (exact for unit weights) times the rate encoded with as
         many bits, so that the rate's encoding error does not grow with the contacts."""
         if tau_dt.dim() != 0:
-            return force(infectious, tau_dt)
-        lam = force(infectious, one).mul_public(tau_dt, frac_bits=_DECISION_BITS)
-        return lam.rescale(_DECISION_BITS) if lam.frac_bits > _DECISION_BITS else lam
+            return force(infectious, tau_dt), None
+        contacts = force(infectious, one)
+        lam = contacts.mul_public(tau_dt, frac_bits=_DECISION_BITS)
+        return (lam.rescale(_DECISION_BITS) if lam.frac_bits > _DECISION_BITS else lam), contacts
 
-    def infection_tangent(inf, lam, state, tangent):
-        """``d new = exp(-lambda dt) d(lambda dt) S + b dS`` (straight-through), ``[N, P]``."""
-        contacts = force(state["I"], one)  # sum_j w_ji I_j
+    def infection_tangent(inf, lam, contacts, state, tangent):
+        """``d new = exp(-lambda dt) d(lambda dt) S + b dS`` (straight-through), ``[N, P]``;
+        ``contacts``: ``sum_j w_ji I_j`` (tangents need a scalar rate, so it is known)."""
         d_lam = contacts.unsqueeze(1).mul_public(d_tau) + force(tangent["I"], tau_dt)
         d_lam = d_lam.rescale()
         d_p = multiply(exp_neg(lam).unsqueeze(1), d_lam, frac_bits=session.frac_bits)
@@ -277,7 +279,7 @@ def secure_sir(
             start_i, d_start_i = state["I"], tangent.get("I")
             d_new = d_rec = None
             if protocol.order == "infect_first":
-                lam = pressure(state["I"])
+                lam, contacts = pressure(state["I"])
                 bits = greater(
                     SharedTensor.cat([lam, threshold]), SharedTensor.cat([e_draw, f_draw])
                 )
@@ -285,7 +287,7 @@ def secure_sir(
                 moved = multiply(bits, SharedTensor.cat([state["S"], start_i]))
                 new, rec = moved[:n], moved[n:]
                 if params:
-                    d_new = infection_tangent(inf, lam, state, tangent)
+                    d_new = infection_tangent(inf, lam, contacts, state, tangent)
                     d_rec = recovery_tangent(rec_b, start_i, d_start_i)
                 state, tangent = _apply(state, tangent, "S", "I", new, d_new)
                 state, tangent = _apply(state, tangent, "I", "R", rec, d_rec)
@@ -295,11 +297,11 @@ def secure_sir(
                 if params:
                     d_rec = recovery_tangent(rec_b, start_i, d_start_i)
                 state, tangent = _apply(state, tangent, "I", "R", rec, d_rec)
-                lam = pressure(state["I"])
+                lam, contacts = pressure(state["I"])
                 inf = greater(lam, e_draw)
                 new = multiply(inf, state["S"])
                 if params:
-                    d_new = infection_tangent(inf, lam, state, tangent)
+                    d_new = infection_tangent(inf, lam, contacts, state, tangent)
                 state, tangent = _apply(state, tangent, "S", "I", new, d_new)
             flows = {"infections": new, "recoveries": rec}
             d_flows = {"infections": d_new, "recoveries": d_rec}
