@@ -323,10 +323,10 @@ def _run_on_ray(
     threads = max(1, cpus // min(workers, len(models) * len(batches)))
     task = ray.remote(_ray_task).options(num_cpus=1, **dict(ray_options))
     graph_ref = ray.put(graph)
-    refs = [
-        [task.remote(ray.put(m), graph_ref, batch, options, threads) for batch in batches]
-        for m in models
-    ]
+    refs = []
+    for model in models:
+        model_ref = ray.put(model)  # once per protocol, shared by its batches
+        refs.append([task.remote(model_ref, graph_ref, b, options, threads) for b in batches])
     return [ray.get(row) for row in refs]
 
 
