@@ -245,6 +245,29 @@ def random_draw_time(n: int, draws: int) -> float:
     return statistics.median(once() for _ in range(5))
 
 
+def measure(run, steps: int, repeats: int, warm_steps: int) -> tuple[float, object, dict]:
+    """Warm ``run`` up with ``warm_steps`` steps (caches: CSR, contact scales), then time
+    ``repeats`` runs of ``steps``: the warm-up time, the last trajectory, and the case with
+    the peak RSS of the build + warm-up and of the timed runs."""
+    warm, _ = timed(lambda: run(warm_steps))
+    build_peak = peak_rss_gib(since_reset=True) * GIB
+    reset_peak_rss()
+    times, traj, cpu = [], None, cpu_sample()
+    for _ in range(repeats):
+        traj = None  # free the last run before the next
+        t, traj = timed(lambda: run(steps))
+        times.append(t)
+    load = other_load(cpu)
+    run_peak = peak_rss_gib(since_reset=True) * GIB
+    measured = {
+        "cases": {"a": {"time": statistics.median(times), "steps": steps, "other": load}},
+        "rss": max(build_peak, run_peak),
+        "rss_build": build_peak,
+        "rss_run": run_peak,
+    }
+    return warm, traj, measured
+
+
 def threads_of(args) -> int:
     return 1 if args.child == "sir1" else args.threads
 
@@ -265,16 +288,7 @@ def child_sir(args) -> dict:
         with torch.no_grad():
             return simulate(sir, graph, steps=steps, initial_infected=SEEDS, seed=1)
 
-    warm, _ = timed(lambda: run(1))  # builds and caches the CSR
-    build_peak = peak_rss_gib(since_reset=True) * GIB
-    reset_peak_rss()
-    times, traj, cpu = [], None, cpu_sample()
-    for _ in range(args.repeats):
-        traj = None
-        t, traj = timed(lambda: run(days))
-        times.append(t)
-    load = other_load(cpu)
-    run_peak = peak_rss_gib(since_reset=True) * GIB
+    warm, traj, measured = measure(run, days, args.repeats, 1)  # warm-up builds the CSR
     attack = 1 - traj.counts["S"][-1].item() / n
     step_bytes, by_kernel, how = None, {}, "not counted (1-thread run)"
     draws = 0.0
@@ -283,7 +297,7 @@ def child_sir(args) -> dict:
         draws = random_draw_time(n, by_kernel.get("rand", 0) // (4 * n))
     e = graph.num_edges()
     return {
-        "cases": {"a": {"time": statistics.median(times), "steps": days, "other": load}},
+        **measured,
         "build": build + warm,
         "edges": e,
         "attack": attack,
@@ -293,9 +307,6 @@ def child_sir(args) -> dict:
         "model_bytes": 12 * e + 140 * n,
         "minimum_bytes": 5 * e + 10 * n,
         "draws": draws,
-        "rss": max(build_peak, run_peak),
-        "rss_build": build_peak,
-        "rss_run": run_peak,
         "torch": torch.__version__,
     }
 
@@ -324,24 +335,13 @@ def child_seirm(args, backward: bool) -> dict:
         return traj
 
     fn = forward_backward if backward else forward
-    warm, _ = timed(lambda: fn(min(days, 2)))  # CSR (and its transpose), contact scales
-    build_peak = peak_rss_gib(since_reset=True) * GIB
-    reset_peak_rss()
-    times, traj, cpu = [], None, cpu_sample()
-    for _ in range(args.repeats):
-        traj = None
-        t, traj = timed(lambda: fn(days))
-        times.append(t)
-    load = other_load(cpu)
-    run_peak = peak_rss_gib(since_reset=True) * GIB
+    # the warm-up builds the CSR (and its transpose) and the contact scales
+    warm, traj, measured = measure(fn, days, args.repeats, min(days, 2))
     out = {
-        "cases": {"a": {"time": statistics.median(times), "steps": days, "other": load}},
+        **measured,
         "build": build + warm,
         "edges": graph.num_edges(),
         "infections": float(traj.flows["infections"].detach().sum()),
-        "rss": max(build_peak, run_peak),
-        "rss_build": build_peak,
-        "rss_run": run_peak,
     }
     if backward:
         grad = model.reproduction_number.grad
