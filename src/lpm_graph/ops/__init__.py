@@ -2,5 +2,14 @@
 
 from .aggregate import BACKENDS, REDUCTIONS, aggregate, propagate, resolve_backend
 from .csr import CSR
+from .incremental import IncrementalSum
 
-__all__ = ["BACKENDS", "CSR", "REDUCTIONS", "aggregate", "propagate", "resolve_backend"]
+__all__ = [
+    "BACKENDS",
+    "CSR",
+    "REDUCTIONS",
+    "IncrementalSum",
+    "aggregate",
+    "propagate",
+    "resolve_backend",
+]

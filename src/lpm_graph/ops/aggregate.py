@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from .csr import CSR
+from .incremental import IncrementalSum
 
 __all__ = ["BACKENDS", "REDUCTIONS", "aggregate", "propagate", "resolve_backend"]
 
@@ -85,11 +86,15 @@ class _CSRSum(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, values: Tensor, csr: CSR) -> Tensor:  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        ctx, x: Tensor, values: Tensor, csr: CSR, incremental: IncrementalSum | None = None
+    ) -> Tensor:
         ctx.csr = csr
         # x only serves the edge-value gradient: not saved (nor kept alive) without one
         x_saved = x if ctx.needs_input_grad[1] else None
         ctx.save_for_backward(x_saved, values if ctx.needs_input_grad[0] else None)
+        if incremental is not None and csr.is_ones(values):
+            return incremental(csr, x, lambda x: _sparse_mm(csr, values, x))
         return _sparse_mm(csr, values, x)
 
     @staticmethod
@@ -98,7 +103,7 @@ class _CSRSum(torch.autograd.Function):
         csr: CSR = ctx.csr
         grad_x = grad_values = None
         if ctx.needs_input_grad[0]:
-            unit = values is csr.ones(values.dtype)  # its transpose is all ones too
+            unit = csr.is_ones(values)  # its transpose is all ones too
             if unit:
                 t_values = csr.t.ones(values.dtype)
             else:
@@ -109,7 +114,7 @@ class _CSRSum(torch.autograd.Function):
             g_dst = torch.repeat_interleave(grad_out, csr.degree, dim=0, output_size=csr.num_edges)
             prod = g_dst * x.index_select(0, csr.col_compact())  # [E] or [E, F]
             grad_values = prod if prod.dim() == 1 else prod.flatten(1).sum(1)
-        return grad_x, grad_values, None
+        return grad_x, grad_values, None, None
 
 
 def _sparse_mm(csr: CSR, values: Tensor, x: Tensor) -> Tensor:
@@ -122,9 +127,12 @@ def _sparse_mm(csr: CSR, values: Tensor, x: Tensor) -> Tensor:
     return (a @ flat).reshape(csr.num_rows, *x.shape[1:])
 
 
-def csr_sum(csr: CSR, x: Tensor, values: Tensor) -> Tensor:
-    """``out[i] = sum_{k in row i} values[k] * x[col[k]]`` with the fused CSR Function."""
-    return _CSRSum.apply(x, values, csr)
+def csr_sum(
+    csr: CSR, x: Tensor, values: Tensor, incremental: IncrementalSum | None = None
+) -> Tensor:
+    """``out[i] = sum_{k in row i} values[k] * x[col[k]]`` with the fused CSR Function
+    (updated from the last call by ``incremental`` where that is exact)."""
+    return _CSRSum.apply(x, values, csr, incremental)
 
 
 def _edge_values(csr: CSR, edge_weight: Tensor | None) -> Tensor | None:
@@ -145,6 +153,7 @@ def propagate(
     edge_weight: Tensor | float | None = None,
     reduce: Reduce = "sum",
     backend: str | None = None,
+    incremental: IncrementalSum | None = None,
 ) -> Tensor:
     """``out[i] = reduce over edges j -> i of edge_weight[e] * x[j]``.
 
@@ -155,6 +164,9 @@ def propagate(
             ``x``'s dtype (float64 weights with float32 ``x`` give float32 on every backend).
         reduce: ``"sum"`` (default), ``"mean"``, ``"max"``, ``"min"`` or ``"prod"``.
         backend: see :func:`resolve_backend`.
+        incremental: an :class:`~lpm_graph.ops.IncrementalSum` owned by the caller: a sum
+            with unit or scalar weights over the ``"csr"`` backend is then updated from the
+            caller's last one where ``x`` is 0/1 and changed in few entries (same values).
 
     Shapes:
         ``x: [num_src, *F]`` -> ``[num_dst, *F]``.
@@ -168,7 +180,7 @@ def propagate(
     if backend == "csr" and reduce in ("sum", "mean"):
         values = _edge_values(csr, edge_weight)
         if values is None:
-            out = csr_sum(csr, x, csr.ones(x.dtype))
+            out = csr_sum(csr, x, csr.ones(x.dtype), incremental)
             if edge_weight is not None:
                 out = out * edge_weight
         else:

@@ -209,6 +209,10 @@ class CSR:
             self._ones[dtype] = ones
         return ones
 
+    def is_ones(self, values: Tensor) -> bool:
+        """Whether ``values`` is this CSR's own unit-value tensor (no allocation)."""
+        return self._ones.get(values.dtype) is values
+
     def sparse(self, values: Tensor) -> Tensor:
         """A ``torch.sparse_csr_tensor`` view with the given per-edge values (sorted order)."""
         return torch.sparse_csr_tensor(

@@ -59,10 +59,17 @@ class Infection(Phase):
     def forward(self, graph: PopulationGraph, state: State, ctx: StepContext) -> State:
         rate_dt = self.owner.transmission_rate * ctx.dt  # fold dt into the rate once
         infectious = state["I"]
+        # stochastic states are 0/1 and change in few agents a step: the layer updates its
+        # last force of infection from the changes (same values; see IncrementalSum)
+        indicator = ctx.mode == "stochastic"
         hazard_dt = None  # lambda_i * dt
         for rel in self.relations(graph):
             lam = self.transmission(
-                graph.csr(rel), infectious, rate_dt, edge_weight=graph.edge_weight(rel)
+                graph.csr(rel),
+                infectious,
+                rate_dt,
+                edge_weight=graph.edge_weight(rel),
+                indicator=indicator,
             )
             hazard_dt = lam if hazard_dt is None else hazard_dt + lam
         if hazard_dt is None:
