@@ -80,12 +80,13 @@ edge on the steps that run one), finding the changed agents ~10 B (``I != I_last
 
 The roofline step time is ``B / W``; achieved fraction = ``(B / W) / t_step``, with ``t_step``
 the measured forward time divided by the days (Python overhead and the random-number
-generation included). The report also times the step's ``torch.rand`` calls alone: torch's CPU
-generator fills a tensor on one thread at ~0.35 G floats/s here (2.9 ms per 1e6), so the
-draws are compute-bound, about a fifth of the step, and the fraction without them is given
-too. Gathers and scatters are counted at their element size; where the vector they index no
-longer fits in the last-level cache (40 MB at 1e7) each access moves a 64-byte line, so the
-real traffic of the full products and the pushes is higher than ``B`` counts.
+generation included). The report also times the step's draws alone: torch's CPU generator
+fills a tensor on one thread at ~0.35 G floats/s here (2.9 ms per 1e6), so the draws are
+compute-bound (the library fills draws above 2^17 numbers in chunks on both cores: ~17 ms
+instead of 30 at 1e7), and the fraction without them is given too. Gathers and scatters are
+counted at their element size; where the vector they index no longer fits in the last-level
+cache (40 MB at 1e7) each access moves a 64-byte line, so the real traffic of the full products
+and the pushes is higher than ``B`` counts.
 """
 
 from __future__ import annotations
@@ -208,6 +209,11 @@ def count_step_bytes(run, steps: int) -> tuple[int | None, dict[str, int], str]:
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             out = func(*args, **(kwargs or {}))
             name = func.overloadpacket.__name__
+            if name in ("empty", "empty_like", "empty_strided"):
+                return out  # allocates; whoever fills it is counted
+            if name == "uniform_":  # fills its output, reads nothing
+                Count.by_kernel[name] += size(out)
+                return out
             moved = indexed(name, args, out)
             if moved is not None:
                 Count.by_kernel[name] += moved
@@ -233,26 +239,32 @@ def count_step_bytes(run, steps: int) -> tuple[int | None, dict[str, int], str]:
             return out
 
     counts = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a dispatch mode sees its own thread: draw chunks in this one
     with torch.no_grad():
         for n in (1, steps):
             Count.by_kernel = collections.Counter()
             with Count():
                 run(n)
             counts.append(Count.by_kernel)
+    torch.set_num_threads(threads)
     step = {k: (counts[1][k] - counts[0][k]) // (steps - 1) for k in counts[1]}
     step = {k: v for k, v in sorted(step.items(), key=lambda kv: -kv[1]) if v}
     return sum(step.values()), step, f"counted per kernel, mean of steps 2-{steps}"
 
 
 def random_draw_time(n: int, draws: int) -> float:
-    """Seconds for the step's ``draws`` x ``torch.rand(n)`` from fresh generators (as the
-    library's random streams do), median of 5: the compute-bound part of the step."""
+    """Seconds for the step's ``draws`` draws of ``n`` numbers from the library's random
+    streams (fresh generators, chunks filled in parallel), median of 5: the compute-bound part
+    of the step."""
     import torch
+
+    from lpm_graph.layers import RandomStreams
 
     def once() -> float:
         t0 = time.perf_counter()
         for k in range(draws):
-            torch.rand(n, generator=torch.Generator().manual_seed(k))
+            RandomStreams(k).uniform("sir", 0, (n,), torch.float32)
         return time.perf_counter() - t0
 
     return statistics.median(once() for _ in range(5))
@@ -309,7 +321,8 @@ def child_sir(args) -> dict:
     draws = 0.0
     if args.child == "sir":
         step_bytes, by_kernel, how = count_step_bytes(run, days)
-        draws = random_draw_time(n, by_kernel.get("rand", 0) // (4 * n))
+        drawn = by_kernel.get("rand", 0) + by_kernel.get("uniform_", 0)  # short, chunked draws
+        draws = random_draw_time(n, round(drawn / (4 * n)))
     e = graph.num_edges()
     return {
         **measured,
@@ -692,8 +705,9 @@ def report(results: dict, args) -> str:
                 f"Bytes per step ({r['how']}) by ATen kernel at {r['n']:,} agents, per agent "
                 f"(mean degree {r['edges'] / r['n']:.1f}): {kernels}. The module docstring "
                 "gives the model; measured step = forward time / days. Random draws: the step's "
-                "torch.rand calls timed alone (torch's CPU generator fills one tensor on one "
-                "thread, so this part does not scale with memory bandwidth or threads).",
+                "draws from the library's streams timed alone (torch's CPU generator is "
+                "serial: the streams fill chunks of 2^17 numbers on the torch threads, so "
+                "this part does not scale with memory bandwidth).",
             ]
     lines += ["", "## Ratios the acceptance names", "", *ratio_lines(results)]
     if results.get("estimates"):

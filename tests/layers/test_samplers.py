@@ -186,3 +186,43 @@ def test_generator_feeds_the_samplers_reproducibly():
 def test_seed_must_be_an_int(seed):
     with pytest.raises(ValueError, match=r"seed must be an int or a sequence of ints.*, got"):
         RandomStreams(seed)
+
+
+def test_long_cpu_draws_are_chunked_the_same_for_any_thread_count():
+    from lpm_graph.layers.samplers import CHUNK
+
+    streams = RandomStreams(11)
+    n = 3 * CHUNK + 1234  # four chunks, the last one short
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        two = streams.uniform("infection", 4, (n,), torch.float32)
+        torch.set_num_threads(1)
+        one = streams.uniform("infection", 4, (n,), torch.float32)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one, two)
+    # the first chunk is the stream's own generator: draws up to CHUNK numbers are unchanged
+    own = torch.Generator().manual_seed(streams.key("infection", 4))
+    assert torch.equal(two[:CHUNK], torch.rand(CHUNK, generator=own))
+    for k in range(1, 4):  # every other chunk from its own key
+        gen = torch.Generator().manual_seed(streams.key("infection", 4, chunk=k))
+        part = two[k * CHUNK : (k + 1) * CHUNK]
+        assert torch.equal(part, torch.rand(part.numel(), generator=gen))
+        assert not torch.equal(part[:100], two[:100])
+    # U[0, 1): mean 1/2 and variance 1/12 within 5 standard errors over 800k numbers
+    assert two.min() >= 0 and two.max() < 1
+    assert abs(two.double().mean().item() - 0.5) < 5 * math.sqrt(1 / 12 / n)
+    assert abs(two.double().var().item() - 1 / 12) < 5 * math.sqrt(1 / 180 / n)
+
+
+def test_long_draws_keep_shapes_and_ensemble_columns():
+    from lpm_graph.layers.samplers import CHUNK
+
+    shape = (CHUNK // 2 + 7, 3)  # a replicate draw of more than CHUNK numbers in all
+    single = RandomStreams(5).uniform("recovery", 2, shape, torch.float64)
+    assert single.shape == shape and single.dtype == torch.float64
+    ensemble = RandomStreams([5, 6]).uniform("recovery", 2, (2 * CHUNK, 2), torch.float32)
+    for i, seed in enumerate((5, 6)):
+        alone = RandomStreams(seed).uniform("recovery", 2, (2 * CHUNK,), torch.float32)
+        assert torch.equal(ensemble[:, i], alone)
