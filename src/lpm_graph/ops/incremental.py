@@ -21,6 +21,10 @@ else (weighted edges, probabilities, NaN, a tensor changed in place since the la
 non-CPU device, where the update would need host synchronisation) takes the full product.
 Gradients are those of the full product: the update only changes how the forward value is
 computed.
+
+Memory: the push reads the CSR's transpose (:attr:`CSR.t`, built once per graph, as a backward
+pass builds it: ~8 bytes per edge with int32 indices, 0.9 GiB at 1e8 edges), and each entry
+holds the last input and result (two agent vectors).
 """
 
 from __future__ import annotations
