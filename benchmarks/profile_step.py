@@ -26,7 +26,10 @@ step and share of the ATen self time of the step. ``outside ATen`` = wall time p
 profiler's own cost, so a rough figure. Host reads: ops that bring a value to the host or
 have a data-dependent output shape (``aten::_local_scalar_dense``, the body of ``.item()``,
 ``bool()`` and ``int()`` on a tensor, ``aten::nonzero`` ...); on a GPU each one waits for
-the device, and the step loop should have none. Minor page faults and system CPU time per step
+the device, and the step loop should have none on a GPU. On the CPU, SIR's event-driven force
+of infection (``lpm_graph.ops.IncrementalSum``) reads the number of changed agents each step by
+design (a ``nonzero`` and a few scalars; a host read waits for nothing there), and is off on
+other devices. Minor page faults and system CPU time per step
 (``getrusage``, profiler off) show how much of the step goes to memory fresh from the OS: an
 agent-sized temporary that the allocator maps anew is faulted in page by page, and the op that
 first writes it is charged for that time.
@@ -277,6 +280,7 @@ def compile_sir(args) -> dict:
     from lpm_graph.datasets import erdos_renyi
     from lpm_graph.layers.samplers import RandomStreams
     from lpm_graph.protocols import SIR
+    from lpm_graph.protocols.sir import DRAWS
 
     n, reps = args.num_agents, args.compile_repeats
     graph = erdos_renyi(n, 10, seed=0)
@@ -287,13 +291,14 @@ def compile_sir(args) -> dict:
         streams = RandomStreams(2)
         infection = sir.phases[0]
         contacts = infection.transmission(graph.csr(), state["I"], torch.ones(()))
+        draws = streams.uniform(DRAWS, 0, (n,), state["S"].dtype)
         inputs = (
             contacts,
             state["S"],
             state["I"],
             state["R"],
-            streams.uniform("infection", 0, (n,), state["S"].dtype),
-            streams.uniform("recovery", 0, (n,), state["S"].dtype),
+            draws,  # infection and recovery share one draw per agent and step (SIR.DRAWS)
+            draws,
             sir.transmission_rate * sir.dt,
             torch.exp(-sir.recovery_rate * sir.dt),
         )

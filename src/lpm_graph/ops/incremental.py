@@ -18,7 +18,9 @@ Results equal the full product bit for bit, because the update is used only wher
 exact: unit edge values, ``x`` in {0, 1} (checked in full on a fresh start, then on the changed
 entries each call) and ``float32`` / ``float64`` sums of at most 2^24 / 2^53 ones. Anything
 else (weighted edges, probabilities, NaN, a tensor changed in place since the last call, a
-non-CPU device, where the update would need host synchronisation) takes the full product.
+non-CPU device, where the update would need host synchronisation, or tracing by
+``torch.compile``, where its data-dependent shapes would recompile every step) takes the full
+product.
 Gradients are those of the full product: the update only changes how the forward value is
 computed.
 
@@ -100,7 +102,12 @@ class IncrementalSum:
         self._last = weakref.WeakKeyDictionary()
 
     def __call__(self, csr: CSR, x: Tensor, full) -> Tensor:
-        if x.device.type not in self.devices or x.dtype not in _EXACT_DEGREE or csr.num_edges == 0:
+        if (
+            x.device.type not in self.devices
+            or x.dtype not in _EXACT_DEGREE
+            or csr.num_edges == 0
+            or torch.compiler.is_compiling()  # data-dependent shapes: a recompile per step
+        ):
             return full(x)
         last = self._last.get(csr)
         out = None
