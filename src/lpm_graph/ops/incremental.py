@@ -97,10 +97,6 @@ class IncrementalSum:
     def __setstate__(self, state: dict) -> None:
         self.__init__(state["max_edges"])
 
-    def clear(self) -> None:
-        """Forget every cached product."""
-        self._last = weakref.WeakKeyDictionary()
-
     def __call__(self, csr: CSR, x: Tensor, full) -> Tensor:
         if (
             x.device.type not in self.devices
@@ -129,7 +125,7 @@ class IncrementalSum:
         new, old = x.reshape(-1), last.x.reshape(-1)
         changed = torch.nonzero(new != old).squeeze(1)  # NaN differs from everything
         values = new.index_select(0, changed)
-        if not bool(((values == 0) | (values == 1)).all()):
+        if not _indicator(values):
             return None  # x left {0, 1}: the last entry's exactness no longer carries over
         t = csr.t  # rows = sources: a source's out-edges are one contiguous range
         src = changed // width if width > 1 else changed
