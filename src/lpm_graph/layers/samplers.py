@@ -120,13 +120,12 @@ class RandomStreams:
         self, name: str, step: int, seed: int | None, shape: tuple[int, ...], dtype: torch.dtype
     ) -> Tensor:
         """One seed's numbers of stream ``(name, step)``: chunked and parallel on the CPU."""
-        numel = math.prod(shape)
-        if self.device.type != "cpu" or numel <= CHUNK:
+        numel, size = math.prod(shape), CHUNK  # the chunk size, read once
+        if self.device.type != "cpu" or numel <= size:
             gen = self._generator(self.key(name, step, seed))
             return torch.rand(shape, generator=gen, dtype=dtype, device=self.device)
         out = torch.empty(numel, dtype=dtype, device=self.device)
-        chunks = range(math.ceil(numel / CHUNK))
-        size = CHUNK  # read once: the module constant is what the docstring promises
+        chunks = range(math.ceil(numel / size))
 
         def fill(k: int) -> None:
             gen = self._generator(self.key(name, step, seed, chunk=k))
