@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from scipy import stats
+from scipy import integrate, stats
 from torch_geometric.data import HeteroData
 
 from lpm_graph import PopulationGraph, simulate
@@ -50,8 +50,11 @@ def _hand_state(perm=None) -> dict[str, torch.Tensor]:
 
 
 def _gamma_mass(k: int) -> float:
+    """The kernel's share in the k-th day after the infection day, for an infection at a
+    uniform time within its day: the mean over u of F(k + 2 - u) - F(k + 1 - u) (by quadrature)."""
     ref = stats.gamma(a=(5.5 / 2.14) ** 2, scale=2.14**2 / 5.5)
-    return float(ref.cdf(k + 1) - ref.cdf(k))
+    mass, _ = integrate.quad(lambda u: ref.cdf(k + 2 - u) - ref.cdf(k + 1 - u), 0, 1, epsabs=1e-13)
+    return mass
 
 
 def _lambda_of(protocol, graph, state, agent):
@@ -72,8 +75,13 @@ def test_force_of_infection_matches_a_hand_computation():
     graph = _four_agents()
     # Ibar: agent 1 (age group 2) is the only agent of its group, with 2 household and 1 work
     # contacts; infection ages: agent 0 -> 2 steps (in E), agent 2 -> 3 + 1, agent 3 -> 3 + 0.
+    # Agent 0 is in E's last step: it turns infectious (A_I) when its age reaches 3 days, at
+    # the point within the step where it was infected in its own infection step.
     w = _gamma_mass
-    household = (a_e * w(2) + a_i * w(4)) / 2
+    ref = stats.gamma(a=(5.5 / 2.14) ** 2, scale=2.14**2 / 5.5)
+    before, _ = integrate.quad(lambda u: ref.cdf(3) - ref.cdf(3 - u), 0, 1, epsabs=1e-13)
+    last_e = a_e * before + a_i * (w(2) - before)
+    household = (last_e + a_i * w(4)) / 2
     work = a_i * w(3) / 1
     expected = r0 * GRADABM_SUSCEPTIBILITY[2] * (b_hh * household + b_work * work)
     got = _lambda_of(protocol, graph, _hand_state(), 1)

@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-__all__ = ["Duration", "gamma_cdf", "infectiousness_kernel"]
+__all__ = ["Duration", "gamma_cdf", "infectiousness_kernel", "kernel_share_before"]
 
 Kind = Literal["fixed", "geometric", "gamma"]
 KINDS: tuple[str, ...] = ("fixed", "geometric", "gamma")
@@ -123,20 +123,88 @@ class Duration:
         return f"Duration.{self.kind}({self.mean:g})"
 
 
-def infectiousness_kernel(mean: float = 5.5, sd: float = 2.14, dt: float = 1.0) -> Tensor:
-    """The discretised Gamma infectiousness kernel ``w[k]``, ``k = 0, 1, ...`` steps since
-    infection: ``w[k] = F((k + 1) dt) - F(k dt)`` with ``F`` the Gamma CDF of this mean and sd
-    (shape ``mean^2 / sd^2``, rate ``mean / sd^2``), so ``sum_k w[k] = 1`` and an agent's
-    infectiousness over its whole infection adds up to one. Float64 ``[K]``; the tail beyond
-    ``1 - 1e-7`` is folded into the last entry. Defaults: mean 5.5 days, sd 2.14 days (the
-    generation-time distribution of Ferretti et al. 2020, used by OpenABM-Covid19 and GradABM).
+def _gamma_integral(x: Tensor, mean: float, sd: float) -> Tensor:
+    """``G(x) = int_0^x F(y) dy = x F(x) - mean F_+(x)`` for the Gamma CDF ``F`` of this mean
+    and sd, ``F_+`` the CDF of shape one higher and the same rate (float64)."""
+    shape, rate = (mean / sd) ** 2, mean / sd**2
+    upper = torch.special.gammainc(torch.full_like(x, shape + 1), rate * x)
+    return x * gamma_cdf(x, mean, sd) - mean * upper
+
+
+def kernel_share_before(
+    age: float | Tensor, mean: float = 5.5, sd: float = 2.14, dt: float = 1.0
+) -> Tensor:
+    """The part of the ``within_step`` kernel's entry ``w[age / dt - 1]`` that falls before the
+    infection age ``age``: an agent infected at a uniform time within its step reaches ``age``
+    (a whole number of steps) at the same point within that step, which is where a stay that
+    ends in that step ends (a fixed stay exactly; a random one on average).
+
+    ``F(age) - (G(age) - G(age - dt)) / dt``, plus the infection step's own share for
+    ``age = dt`` (see :func:`infectiousness_kernel`): summed with the entries before it, the
+    infectiousness up to a whole number of steps is exactly ``F(age)`` whatever ``dt``.
+    ``age`` may be a tensor of ages; float64 result of its shape.
+    """
+    ages = torch.as_tensor(age, dtype=torch.float64)
+    steps = ages / dt
+    if not bool(
+        (torch.isfinite(steps) & (steps >= 1) & ((steps - steps.round()).abs() <= 1e-9 * steps))
+        .all()
+    ):
+        raise ValueError(f"age {age!r} must be a whole number (>= 1) of steps of dt = {dt!r}.")
+    g_end, g_start = _gamma_integral(ages, mean, sd), _gamma_integral(ages - dt, mean, sd)
+    before = gamma_cdf(ages, mean, sd) - (g_end - g_start) / dt
+    # the share within the infection step itself, folded into w[0]
+    return torch.where(steps.round() == 1, before + g_end / dt, before)
+
+
+def infectiousness_kernel(
+    mean: float = 5.5,
+    sd: float = 2.14,
+    dt: float = 1.0,
+    *,
+    infection_time: Literal["within_step", "step_start"] = "within_step",
+) -> Tensor:
+    """The discretised Gamma infectiousness kernel ``w[k]``: the share of an infected agent's
+    infectiousness that falls in the ``k``-th step after the step it was infected in.
+
+    ``F`` is the Gamma CDF of this mean and sd (shape ``mean^2 / sd^2``, rate ``mean / sd^2``)
+    and ``G(x) = int_0^x F(y) dy = x F(x) - mean F_+(x)``, with ``F_+`` the Gamma CDF of shape
+    one higher and the same rate.
+
+    * ``infection_time="within_step"`` (default): the agent was infected at a uniform time
+      within its infection step, which is what a discrete-time run means: a step's hazard
+      infects during the step. Averaging ``F((k + 2 - u) dt) - F((k + 1 - u) dt)`` over
+      ``u ~ U(0, 1)`` gives ``w[k] = (G((k + 2) dt) - 2 G((k + 1) dt) + G(k dt)) / dt``; the
+      small share within the infection step itself, ``G(dt) / dt``, is added to ``w[0]``. The
+      mean time from one infection to the next is then ``mean`` whatever ``dt``.
+    * ``infection_time="step_start"``: infected at the start of the step before ``w[0]``:
+      ``w[k] = F((k + 1) dt) - F(k dt)`` (GradABM's discretisation). A run infects during a
+      step and counts from its end, so this lengthens the generation time by ``dt / 2`` on
+      average (6.0 days instead of 5.5 at ``dt = 1``).
+
+    ``sum_k w[k] = 1``: an agent's infectiousness over its whole infection adds up to one
+    whatever ``dt``. Float64 ``[K]``; the tail beyond ``1 - 1e-7`` is folded into the last
+    entry. Defaults: mean 5.5 days, sd 2.14 days (the generation-time distribution of Ferretti
+    et al. 2020, used by OpenABM-Covid19 and GradABM).
     """
     if not (mean > 0 and sd > 0 and math.isfinite(mean) and math.isfinite(sd)):
         raise ValueError(f"kernel mean and sd must be finite and positive, got {mean}, {sd}.")
+    if infection_time not in ("within_step", "step_start"):
+        raise ValueError(
+            f"infection_time={infection_time!r} is not a kernel timing; choose 'within_step' "
+            f"or 'step_start'."
+        )
+    if not (isinstance(dt, (int, float)) and math.isfinite(dt) and dt > 0):
+        raise ValueError(f"dt must be a finite positive step length, got {dt!r}.")
     k_max = 1
     while 1 - float(gamma_cdf(torch.tensor(k_max * dt), mean, sd)) > TAIL:
         k_max += 1
-    cdf = gamma_cdf(torch.arange(k_max + 1, dtype=torch.float64) * dt, mean, sd)
-    w = torch.diff(cdf)
+    if infection_time == "step_start":
+        cdf = gamma_cdf(torch.arange(k_max + 1, dtype=torch.float64) * dt, mean, sd)
+        w = torch.diff(cdf)
+    else:
+        g = _gamma_integral(torch.arange(k_max + 2, dtype=torch.float64) * dt, mean, sd)
+        w = (g[2:] - 2 * g[1:-1] + g[:-2]) / dt
+        w[0] += g[1] / dt
     w[-1] += 1 - w.sum()
     return w

@@ -10,9 +10,13 @@ Force of infection on agent ``i`` (``n`` runs over the edge types):
 with ``S_a`` the susceptibility of age group ``a``, ``A_s`` the infectiousness of stage ``s``
 (E or I), ``B_n`` the weight of edge type ``n``, ``\bar I_{a, n}`` the mean number of type-``n``
 contacts of agents of age group ``a`` (computed from the graph), ``w_{ji}`` the edge weight and
-``\kappa`` the discretised Gamma kernel of :func:`~lpm_graph.protocols.durations.
-infectiousness_kernel` at the time since ``j`` was infected. A susceptible agent is infected
-during a step with probability ``1 - exp(-lambda_i dt)``.
+``\kappa`` the Gamma infectiousness density per day at the time since ``j`` was infected. On a
+grid of step ``dt`` the density over step ``k`` of an infection is the kernel's mass in that
+step divided by the step, ``kappa_k = W_k / dt`` with ``W_k`` from
+:func:`~lpm_graph.protocols.durations.infectiousness_kernel`, so ``lambda_i`` is a rate per day
+whatever ``dt``. A susceptible agent is infected during a step with probability
+``1 - exp(-lambda_i dt)``: ``dt`` multiplies the rate in this one place, so an infected agent's
+total infectiousness, ``R S A sum_k W_k``, does not depend on the step length.
 
 Stages: S -> E -> I -> R or M. Stays in E and I follow :class:`~lpm_graph.protocols.durations.
 Duration` (fixed, geometric or Gamma); on leaving I an agent of age group ``a`` dies (M) with
@@ -32,7 +36,7 @@ from torch import Tensor, nn
 from .._checks import check_probability, check_rate
 from ..layers.transmission import Transmission
 from .base import CompartmentalProtocol, Mode, Phase, State, StepContext
-from .durations import Duration, infectiousness_kernel
+from .durations import Duration, infectiousness_kernel, kernel_share_before
 from .interventions import Intervention
 from .sir import _register
 
@@ -99,7 +103,7 @@ class _Infection(Phase):
         return {**state, "S": state["S"] - new, "new": new}
 
     def extra_repr(self) -> str:
-        return "S -> E, p = 1 - exp(-dt * R S_age sum_n B_n / Ibar sum_j A_stage w(t - tau_j))"
+        return "S -> E, p = 1 - exp(-dt * R S_age sum_n B_n / Ibar sum_j A_stage kappa(t - tau_j))"
 
 
 class _Progression(Phase):
@@ -166,10 +170,14 @@ class SEIRM(CompartmentalProtocol):
         susceptibility: ``S_a`` per age group (default :data:`GRADABM_SUSCEPTIBILITY`).
         infectiousness: ``A_s`` for ``"E"`` and ``"I"`` (default 1 and 1, so that the kernel
             alone shapes infectiousness over time).
-        exposed, infectious: stay durations (defaults ``Duration.fixed(3)`` and
-            ``Duration.fixed(5)`` days).
-        kernel_mean, kernel_sd: the Gamma infectiousness kernel (days; default 5.5 and 2.14).
-        dt: step length in days.
+        exposed: stay duration in E (default ``Duration.fixed(3)`` days).
+        infectious: stay duration in I (default ``Duration.fixed(5)`` days).
+        kernel_mean: mean of the Gamma infectiousness kernel (days; default 5.5).
+        kernel_sd: standard deviation of the Gamma infectiousness kernel (days; default 2.14).
+        dt: step length in days. The kernel is discretised for infections at a uniform time
+            within their step (:func:`~lpm_graph.protocols.durations.infectiousness_kernel`),
+            so the mean generation time is ``kernel_mean`` whatever ``dt``; the stays in E and
+            I count whole steps from the end of the infection step.
         normalize: divide by the mean contacts ``Ibar`` per age group and edge type (default).
         age_attr: the agents' age-group attribute on the graph (ints 0 .. 7).
         node_type: the agents' node type.
@@ -245,7 +253,12 @@ class SEIRM(CompartmentalProtocol):
         self.register_buffer("stage_infectiousness", torch.tensor([a["E"], a["I"]]))
         self.register_buffer("exposed_hazard", self.exposed.hazard(dt).float())
         self.register_buffer("infectious_hazard", self.infectious.hazard(dt).float())
-        self.register_buffer("kernel", infectiousness_kernel(kernel_mean, kernel_sd, dt).float())
+        kernel = infectiousness_kernel(kernel_mean, kernel_sd, dt)
+        self.register_buffer("kernel", kernel.float())
+        if self.exposed.kind == "fixed":
+            w_e, w_i = self._slot_rates(kernel, kernel_mean, kernel_sd)
+            self.register_buffer("slot_rate_E", w_e.float())
+            self.register_buffer("slot_rate_I", w_i.float())
         self._scales: weakref.WeakKeyDictionary[PopulationGraph, dict[Relation, Tensor]] = (
             weakref.WeakKeyDictionary()
         )
@@ -347,16 +360,49 @@ class SEIRM(CompartmentalProtocol):
         r = self.reproduction_number
         return r if r.dim() == 0 else r[min(t, r.shape[0] - 1)]
 
+    def _slot_rates(self, w: Tensor, mean: float, sd: float) -> tuple[Tensor, Tensor]:
+        """``A_stage kappa`` per slot of E and I (rates per day, float64) when the stay in E is
+        fixed, so that the infection age follows from the slot.
+
+        An agent is infected at a uniform time within its step, and a stay that ends in a step
+        ends at that same point within it (a fixed stay exactly, a random one on average): the
+        step's kernel share is split there, ``A_E`` before the E -> I moment and ``A_I`` after,
+        nothing after I ends. A slot of I whose exit hazard is ``h`` weighs
+        ``(1 - h) w + h w_before``. So the infectiousness over a whole infection with fixed
+        stays is ``A_E F(d_E) + A_I (F(d_E + d_I) - F(d_E))`` whatever ``dt``, and with a
+        random stay in I its error is second order in ``dt``."""
+        dt = self.dt
+        k_e, k_i = self.exposed_hazard.numel(), self.infectious_hazard.numel()
+        a_e, a_i = self.stage_infectiousness.to(torch.float64)
+        w_e, w_i = a_e * _pad(w, k_e), a_i * _pad(w[k_e:], k_i)
+        if k_e <= w.numel():
+            before = kernel_share_before(k_e * dt, mean, sd, dt)
+            w_e[-1] = a_e * before + a_i * (w[k_e - 1] - before)
+        # slots of I within the kernel's support: ages k_e + k + 1 steps at their ends
+        m = max(0, min(k_i, w.numel() - k_e))
+        if m:
+            h = self.infectious.hazard(dt)[:m]
+            ends = (torch.arange(m, dtype=torch.float64) + k_e + 1) * dt
+            before = kernel_share_before(ends, mean, sd, dt)
+            w_i[:m] = a_i * ((1 - h) * w[k_e : k_e + m] + h * before)
+        return w_e / dt, w_i / dt
+
+    def kernel_rate(self) -> Tensor:
+        """``kappa_k = W_k / dt``: the infectiousness density per day over step ``k`` since
+        infection (the kernel's mass in the step divided by the step length), float32 ``[K]``.
+        Summed over an infection, ``kappa_k dt`` adds up to one whatever ``dt``."""
+        return self.kernel / self.dt
+
     def infectiousness(self, state: State, mode: Mode) -> Tensor:
-        """Per-agent infectiousness ``A_stage * kappa(age of infection)``, ``[N, *R]``."""
-        w = self.kernel.to(state["E"].dtype)
-        a_e, a_i = self.stage_infectiousness.to(w.dtype)
-        k_e, k_i = state["E"].shape[1], state["I"].shape[1]
+        """Per-agent infectiousness rate per day, ``A_stage * kappa(age of infection)``,
+        ``[N, *R]`` (see :meth:`kernel_rate`; the infection phase multiplies by ``dt``)."""
+        dtype = state["E"].dtype
         if self.exposed.kind == "fixed":
             # Infection age follows from the stage: k steps in E, or K_E + k in I.
-            w_e = _pad(w, k_e)
-            w_i = _pad(w[k_e:], k_i)
-            return _slot_sum(state["E"], a_e * w_e) + _slot_sum(state["I"], a_i * w_i)
+            w_e, w_i = self.slot_rate_E.to(dtype), self.slot_rate_I.to(dtype)
+            return _slot_sum(state["E"], w_e) + _slot_sum(state["I"], w_i)
+        w = self.kernel_rate().to(dtype)
+        a_e, a_i = self.stage_infectiousness.to(w.dtype)
         h = state["infected_since"]
         if mode == "expected":
             return _slot_sum(h, _pad(self.stage_profile(w), h.shape[1]))

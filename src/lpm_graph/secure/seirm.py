@@ -8,7 +8,8 @@ stay durations). Private: every agent's stage (``S``, the slots of ``E`` and ``I
 1. infectiousness ``x_j = sum_k E_jk A_E kappa_k + sum_k I_jk A_I kappa_(K_E + k)`` (public
    weights times 0/1 slots: local and exact); with a random stay in E the kernel reads the
    private time since infection instead and ``x_j = (sum_k h_jk kappa_k)(A_E E_j + A_I I_j)``
-   (one Beaver product);
+   (one Beaver product); ``kappa_k`` is the kernel's density per day over step ``k``
+   (:meth:`~lpm_graph.protocols.SEIRM.kernel_rate`), so ``dt`` enters only in step 2;
 2. per edge type ``n``, ``g_n = sum_{j -> i} w_ji x_j`` (sum aggregation: local, no
    communication), then ``lambda_i dt = R_t dt S_a(i) sum_n B_n / Ibar_(a(i), n) g_n`` (public
    per-agent factors);
@@ -206,7 +207,7 @@ class _SecureStep:
         hazards = {"E": protocol.exposed_hazard, "I": protocol.infectious_hazard}
         self.hazard = {s: h.detach().to(f64) for s, h in hazards.items()}
         self.exit_threshold = {s: _threshold(h, None) for s, h in self.hazard.items()}
-        kernel = protocol.kernel.detach().to(f64)
+        kernel = protocol.kernel_rate().detach().to(f64)  # per day: lambda dt multiplies by dt
         a_e, a_i = protocol.stage_infectiousness.detach().to(f64)
         k_e, k_i = (h.numel() for h in hazards.values())
         self.history = not self.fixed["E"]
@@ -214,7 +215,9 @@ class _SecureStep:
             self.kernel = _pad(kernel, kernel.numel())
             self.stage_weight = (float(a_e), float(a_i))
         else:  # the infection age follows from the slot
-            self.slot_weight = {"E": a_e * _pad(kernel, k_e), "I": a_i * _pad(kernel[k_e:], k_i)}
+            self.slot_weight = {
+                st: getattr(protocol, f"slot_rate_{st}").detach().to(f64) for st in ("E", "I")
+            }
         self._parameters(tangents)
         self.series: dict[str, list[Tensor]] = {}
         self.d_series: dict[str, list[SharedTensor]] = {}
