@@ -81,8 +81,15 @@ def run_ensemble(
     """Run ``protocol`` on ``graph`` once per seed and return the runs as replicate columns.
 
     Args:
-        protocol, graph, steps, initial_infected, mode, checkpoint, dtype, estimator,
-            alternatives: as for :func:`~lpm_graph.simulate`, shared by every member.
+        protocol: the step, as for :func:`~lpm_graph.simulate`; shared by every member.
+        graph: the contact graph, as for :func:`~lpm_graph.simulate`.
+        steps: number of steps ``T``, as for :func:`~lpm_graph.simulate`.
+        initial_infected: as for :func:`~lpm_graph.simulate`, shared by every member.
+        mode: ``"stochastic"`` or ``"expected"``, as for :func:`~lpm_graph.simulate`.
+        checkpoint: steps per recomputed block, as for :func:`~lpm_graph.simulate`.
+        dtype: floating dtype of the state, as for :func:`~lpm_graph.simulate`.
+        estimator: gradient estimator, as for :func:`~lpm_graph.simulate`.
+        alternatives: alternative paths per replicate, as for :func:`~lpm_graph.simulate`.
         seeds: the members' seeds, or a count ``M`` for seeds ``0 .. M - 1``.
         batch_size: members per batched run (default :data:`DEFAULT_BATCH_SIZE`, 8: the
             fastest measured, 1.5-2x faster than one by one at 1e4-1e5 agents, where all 64

@@ -65,7 +65,9 @@ class MassachusettsCounty(Dataset):
         root: cache folder (see :class:`~lpm_graph.datasets.Dataset`).
         county: FIPS code of the county (only ``"25011"``).
         remove_self_loops: drop the self-contacts (499,624 directed edges remain).
-        transform, pre_transform, force_reload: as in PyG.
+        transform: applied to each item on access (as in PyG).
+        pre_transform: applied to each item once, before caching (as in PyG).
+        force_reload: process again even if a cached copy exists (as in PyG).
     """
 
     def __init__(

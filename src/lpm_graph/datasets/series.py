@@ -520,7 +520,9 @@ class CountySeries(_BundledSeries):
         split: ``None`` (the whole series), ``"train"``, ``"val"`` or ``"test"``.
         split_dates: ``(train_end, val_end)``, dates or ``"YYYY-MM-DD"``, see above.
         fill_missing: value for blank cells (default: NaN).
-        transform, pre_transform, force_reload: as in PyG.
+        transform: applied to each item on access (as in PyG).
+        pre_transform: applied to each item once, before caching (as in PyG).
+        force_reload: process again even if a cached copy exists (as in PyG).
     """
 
     source = "county_data.csv.gz"
@@ -704,7 +706,9 @@ class StateILI(_BundledSeries):
         columns: columns to keep, in this order (default: all 15).
         split: ``None`` (the whole series), ``"train"``, ``"val"`` or ``"test"``.
         split_dates: ``(train_end, val_end)``, dates or ``"YYYY-MM-DD"``.
-        transform, pre_transform, force_reload: as in PyG.
+        transform: applied to each item on access (as in PyG).
+        pre_transform: applied to each item once, before caching (as in PyG).
+        force_reload: process again even if a cached copy exists (as in PyG).
     """
 
     source = "flu_state_data.csv.gz"

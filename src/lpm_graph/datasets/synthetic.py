@@ -246,7 +246,9 @@ class SyntheticPopulation(Dataset):
         spec: a :class:`PopulationSpec`; keyword arguments override its fields
             (``SyntheticPopulation(10_000, enrollment=0.9)``).
         root: cache folder; default ``False`` (generate in memory, write nothing).
-        transform, pre_transform, force_reload: as in PyG.
+        transform: applied to each item on access (as in PyG).
+        pre_transform: applied to each item once, before caching (as in PyG).
+        force_reload: process again even if a cached copy exists (as in PyG).
     """
 
     def __init__(

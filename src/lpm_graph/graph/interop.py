@@ -52,8 +52,10 @@ def from_networkx(
             exactly; its name is kept as the relation's ``weight_name``).
         node_attrs: numeric node attributes to copy as per-node tensors (ints -> int64,
             floats -> float64, bools -> bool); every node must have them.
-        node_type, edge_type: names of the node type and the relation; other keyword
-            arguments go to :meth:`PopulationGraph.from_edge_index`.
+        node_type: name of the node type.
+        edge_type: name of the relation.
+        **kwargs: other keyword arguments, passed to
+            :meth:`PopulationGraph.from_edge_index`.
     """
     import networkx as nx
 

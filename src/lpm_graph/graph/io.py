@@ -102,8 +102,10 @@ def read_edge_list(
             two integer columns.
         weight_column: Parquet only: the weight column (implies ``weighted``); with
             ``weighted=True`` and no name, the first numeric column after the id columns.
-        node_type, edge_type: names of the node type and the relation; other keyword
-            arguments go to :meth:`PopulationGraph.from_edge_index`.
+        node_type: name of the node type.
+        edge_type: name of the relation.
+        **kwargs: other keyword arguments, passed to
+            :meth:`PopulationGraph.from_edge_index`.
 
     Text lines starting with ``#`` and blank lines are ignored. Plain ASCII files with no
     ``#`` inside a line are parsed in bulk by numpy's C reader (a
@@ -547,9 +549,14 @@ def from_files(
             attributes (category labels as ``name_categories`` lists).
         num_nodes: the number of agents; default: the node table's size, else
             ``max edge id + 1``. Every edge id must be a node of the table.
-        node_columns, id_column: as ``columns`` and ``id_column`` of :func:`read_node_table`.
-        undirected, weighted: as in :func:`read_edge_list`; other keyword arguments
-            (``delimiter``, ``format``, ``columns``, ``allow_self_loops``, ...) go to it too.
+        node_columns: as ``columns`` of :func:`read_node_table`.
+        id_column: as ``id_column`` of :func:`read_node_table`.
+        undirected: as in :func:`read_edge_list`.
+        weighted: as in :func:`read_edge_list`.
+        node_type: name of the node type.
+        edge_type: name of the relation.
+        **kwargs: other keyword arguments (``delimiter``, ``format``, ``columns``,
+            ``allow_self_loops``, ...), passed to :func:`read_edge_list`.
     """
     table, context = None, ""
     if nodes is not None:

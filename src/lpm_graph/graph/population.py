@@ -88,7 +88,8 @@ class PopulationGraph:
             undirected: if True, each listed pair is one undirected contact and the reverse
                 edge is added (weights copied); a self-loop stays a single edge. The relation
                 is marked ``undirected = True`` (read by ``to_networkx``).
-            node_type, edge_type: names of the node type and the relation.
+            node_type: name of the node type.
+            edge_type: name of the relation.
         """
         num_nodes = _check_num_nodes(num_nodes)
         edge_index = check_edge_index(edge_index, num_nodes, num_nodes)

@@ -55,7 +55,9 @@ class PolicyIntervention(Intervention):
         name: the state entry and observable of the actions.
         susceptibility_effect: relative reduction of susceptibility while acting, in [0, 1].
         contact_effect: relative reduction of each contact end while acting, in [0, 1].
-        features, observables: what the policy sees (see above).
+        features: the per-agent inputs, a function ``(graph, state, ctx) -> {name: tensor}``
+            (default: see above).
+        observables: the global inputs, a function of the same form (default: see above).
     """
 
     def __init__(

@@ -243,7 +243,9 @@ class LabourMarket(Protocol):
             ``("work", "household")``); default every agent -> agent relation.
         labour_force: the graph attribute marking the labour force, or ``None`` for every
             agent.
-        area_attr, occupation_attr, age_attr: names of the agent attributes.
+        area_attr: name of the agents' area attribute.
+        occupation_attr: name of the agents' occupation attribute.
+        age_attr: name of the agents' age-group attribute.
         node_type: the agents' node type.
         dt: step length (in the time unit of the rates; weeks by default).
         by_area: also record counts and claims per area.

@@ -377,7 +377,9 @@ def steady_output(
     Args:
         graph: a firm network (see :func:`firm_graph`).
         final_demand: ``f`` per unit time, a scalar or ``[N]``.
-        relation, sector_attr, backend: as for :class:`SupplyChain`.
+        relation: the supply relation, as for :class:`SupplyChain`.
+        sector_attr: the firms' sector attribute, as for :class:`SupplyChain`.
+        backend: aggregation backend, as for :class:`SupplyChain`.
 
     Shapes:
         ``final_demand: []`` or ``[N]`` -> ``[N]``.

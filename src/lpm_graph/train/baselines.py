@@ -69,7 +69,8 @@ class SEIRMODE(nn.Module):
         outputs: daily flows returned, among :attr:`FLOWS`.
         reproduction_number: fixed ``R`` when ``parameters`` does not give it.
         mortality: fixed ``m`` when ``parameters`` does not give it.
-        exposed_days, infectious_days: mean stays ``d_E``, ``d_I`` (days).
+        exposed_days: mean stay ``d_E`` in E (days).
+        infectious_days: mean stay ``d_I`` in I (days).
         substeps: RK4 steps per day.
 
     Shapes:

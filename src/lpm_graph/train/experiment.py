@@ -54,7 +54,9 @@ class CountyExperiment:
             (outputs scaled by population / agents).
         population: the county's population, for counties other than 25011.
         agents: synthetic agents for other counties.
-        start, forecast_date: ISO dates.
+        start: first simulated day, ISO date (``YYYY-MM-DD``); must be a day of the data.
+        forecast_date: first forecast day, ISO date (``YYYY-MM-DD``); must be a day of the
+            data, with ``horizons`` weeks of data after it.
         validation_weeks: weeks before the forecast date held out for early stopping.
         horizons: weeks forecast.
         epochs: training epochs of each gradient-trained model (one model run each).

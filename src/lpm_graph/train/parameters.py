@@ -20,7 +20,8 @@ class Bounded(nn.Module):
 
     Args:
         value: initial value(s), strictly inside ``(low, high)``.
-        low, high: the bounds (scalars or broadcastable tensors).
+        low: the lower bound (a scalar or broadcastable tensor).
+        high: the upper bound (a scalar or broadcastable tensor).
     """
 
     def __init__(self, value: float | Tensor, low: float | Tensor, high: float | Tensor) -> None:
@@ -79,7 +80,8 @@ class Weekly(nn.Module):
     Args:
         value: initial value, a scalar (every week) or ``[weeks]``.
         weeks: number of weekly values.
-        low, high: bounds, as in :class:`Bounded`.
+        low: lower bound, as in :class:`Bounded`.
+        high: upper bound, as in :class:`Bounded`.
         steps: number of steps to expand to (default ``weeks * steps_per_week``).
         steps_per_week: steps per week (7 for daily steps).
     """
