@@ -9,8 +9,9 @@ ours only. The machine should be otherwise idle: the table's "other load" column
 cores other processes kept busy during each case.
 
 Populations. ``--num-agents 70916`` (default) reads ``25011_AgentsData.csv`` (age groups) and
-``25011_random_network.csv`` (249,991 undirected contacts) from ``--data-dir``, falling back to
-the copy bundled with lpm-graph; any other size (or ``--synthetic``) builds the population of
+``25011_random_network.csv`` (249,991 undirected contacts) as bundled with lpm-graph (gzipped,
+byte-identical to GradABM's files), or the uncompressed files in ``--data-dir`` if given; any
+other size (or ``--synthetic``) builds the population of
 ``seirm_step.py``'s ``population()``: every agent picks ``U{5..10}`` random partners, contacts
 undirected (degree 10 to 20 plus the contacts others picked, mean 15), age groups 0..7 with the
 Franklin shares. Both systems get the same agents, ages and contacts, and 1% of the agents
@@ -102,7 +103,7 @@ from sir_scale import peak_rss_gib, reset_peak_rss, timed  # noqa: E402
 
 FRANKLIN = 70_916
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = ROOT.parent / "shared/data/gradabm_ma"
+BUNDLED = "datasets/data/gradabm_ma"  # the GradABM files inside the lpm_graph package
 AT_VERSION = "0.6.0"
 
 
@@ -131,28 +132,25 @@ def other_load(start) -> float | None:
 # ---------------------------------------------------------------- population (both systems)
 def load_population(args):
     """(pairs [2, P] int64, one undirected contact per column; age [N] int64; source)."""
-    import torch
-
     n = args.num_agents
     if n == FRANKLIN and not args.synthetic:
-        agents = args.data_dir / "25011_AgentsData.csv"
-        network = args.data_dir / "25011_random_network.csv"
-        if agents.exists() and network.exists():
-            import pandas as pd
+        from importlib import resources
 
-            table = pd.read_csv(agents, index_col=0).sort_index()
-            if len(table) != n or not (table.index.to_numpy() == range(n)).all():
-                raise ValueError(f"{agents} does not list agents 0..{n - 1} once each")
-            age = torch.from_numpy(table["age_group"].to_numpy()).long()
-            pairs = torch.from_numpy(pd.read_csv(network, header=None).to_numpy()).t()
-            return pairs.long().contiguous(), age, f"Franklin County, MA ({args.data_dir})"
-        from lpm_graph.datasets import franklin_contact_network
+        from lpm_graph.graph import read_edge_list, read_node_table
 
-        graph = franklin_contact_network()
-        ei = graph.edge_index()
-        keep = ei[0] <= ei[1]  # each contact once (self-loops are stored once)
-        age = graph.node_attrs("agent")["age_group"]
-        return ei[:, keep].contiguous(), age, "Franklin County, MA (bundled with lpm-graph)"
+        if args.data_dir is None:
+            folder, suffix, where = resources.files("lpm_graph") / BUNDLED, ".csv.gz", "bundled"
+        else:
+            folder, suffix, where = args.data_dir, ".csv", str(args.data_dir)
+        with (
+            resources.as_file(folder / f"25011_AgentsData{suffix}") as agents,
+            resources.as_file(folder / f"25011_random_network{suffix}") as network,
+        ):
+            # checks that the agents are 0..n-1, each once; one column per line of the network
+            columns = {"age_group": "int64"}
+            table = read_node_table(agents, id_column="", columns=columns, num_nodes=n)
+            pairs = read_edge_list(network, num_nodes=n).edge_index()
+        return pairs.contiguous(), table["age_group"], f"Franklin County, MA ({where})"
     from seirm_step import population
 
     graph = population(n, 0)
@@ -381,7 +379,8 @@ def child(args, which: str) -> dict:
     """Run one system in a fresh interpreter; its last stdout line is the JSON result."""
     cmd = [sys.executable, __file__, "--child", which, "--num-agents", str(args.num_agents)]
     cmd += ["--steps", str(args.steps), "--repeats", str(args.repeats)]
-    cmd += ["--threads", str(args.threads), "--data-dir", str(args.data_dir)]
+    cmd += ["--threads", str(args.threads)]
+    cmd += ["--data-dir", str(args.data_dir)] * (args.data_dir is not None)
     cmd += ["--synthetic"] * args.synthetic + ["--keep-nx-graph"] * args.keep_nx_graph
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     t0 = time.perf_counter()
@@ -482,7 +481,12 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     p.add_argument("--output", type=Path, default=Path("benchmarks/results/agenttorch_covid.md"))
-    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="folder of GradABM's 25011_*.csv (default: the copy bundled with lpm-graph)",
+    )
     p.add_argument("--synthetic", action="store_true", help="synthetic population even at 70,916")
     p.add_argument("--skip-agenttorch", action="store_true")
     p.add_argument(

@@ -3,8 +3,8 @@
     python examples/franklin_seirm.py            # writes examples/output/franklin_seirm.png
 
 The population is the bundled GradABM one (70,916 agents with age groups, their real contact
-network). The observed series are the daily cases and deaths of county 25011 in
-``../shared/data/gradabm_ma/county_data.csv`` (7-day moving averages). The model's parameters
+network). The observed series are the daily cases and deaths of county 25011, also bundled
+(``lpm_graph.datasets.CountySeries``, 7-day moving averages). The model's parameters
 here are illustrative, not fitted: calibrating them to the series is the job of the trainer.
 A stay-at-home order from ``--lockdown-day`` (Massachusetts: 24 March 2020) keeps a share
 ``--compliance`` of agents at home (their contacts removed).
@@ -15,37 +15,32 @@ is reported. Needs matplotlib (``pip install matplotlib``).
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
 from pathlib import Path
 
 import torch
 
 from lpm_graph import simulate
+from lpm_graph.datasets import CountySeries
 from lpm_graph.datasets.bundled import franklin_contact_network
 from lpm_graph.protocols import SEIRM, Duration, EdgeTypeClosure, Schedule
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_DATA = HERE.parent.parent / "shared/data/gradabm_ma/county_data.csv"
 
 
-def observed(path: Path, county: str, start: dt.date, days: int) -> dict[str, torch.Tensor]:
+def observed(county: str, start: dt.date, days: int) -> dict[str, torch.Tensor]:
     """Daily cases and deaths of ``county`` (blank = 0), 7-day trailing moving averages."""
-    rows = {}
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            if row["geo_value"] == county:
-                rows[dt.date.fromisoformat(row["time_value"])] = row
-    out = {}
-    for name in ("cases", "deaths"):
-        first = start - dt.timedelta(days=6)
-        daily = [
-            float(rows.get(first + dt.timedelta(days=k), {}).get(name) or 0.0)
-            for k in range(days + 6)
-        ]
-        series = torch.tensor(daily, dtype=torch.float64)
-        out[name] = series.unfold(0, 7, 1).mean(1)  # [days]
-    return out
+    data = CountySeries(
+        root=False, counties=county, columns=["cases", "deaths"], smoothing=7, fill_missing=0.0
+    )
+    whole = data.by_fips(county)
+    series = whole.between(start, start + dt.timedelta(days=days - 1))
+    if len(series) != days or bool(series.values.isnan().any()):
+        raise ValueError(
+            f"the series of county {county} run {whole.dates[0]}..{whole.dates[-1]}: choose "
+            f"--start and --days so that the {days} days and the 6 before them lie inside"
+        )
+    return {name: series[name] for name in ("cases", "deaths")}  # [days] each
 
 
 def main() -> None:
@@ -60,7 +55,6 @@ def main() -> None:
     p.add_argument("--ascertainment", type=float, default=8.0)
     p.add_argument("--replicates", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--output", type=Path, default=HERE / "output/franklin_seirm.png")
     args = p.parse_args()
 
@@ -92,7 +86,7 @@ def main() -> None:
         progress=True,
     )
     start = dt.date.fromisoformat(args.start)
-    obs = observed(args.data, "25011", start, args.days)
+    obs = observed("25011", start, args.days)
     days = torch.arange(1, args.days + 1)
     model_series = {
         "cases": traj.flows["onsets"] / args.ascertainment,

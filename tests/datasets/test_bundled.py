@@ -1,10 +1,13 @@
-"""MassachusettsCounty against the shared source files, read independently here."""
+"""The bundled GradABM files (checksums) and MassachusettsCounty against them, read here."""
 
 from __future__ import annotations
 
 import csv
+import gzip
+import hashlib
+import io
 import time
-from pathlib import Path
+from importlib import resources
 
 import pytest
 import torch
@@ -15,7 +18,30 @@ from lpm_graph.datasets import (
     hampshire_contact_network,
 )
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "gradabm_ma"
+# SHA-256 of GradABM's original (uncompressed) files, which the bundled .gz copies reproduce
+# byte for byte (recorded in datasets/data/gradabm_ma/PROVENANCE.md)
+SOURCE_SHA256 = {
+    "county_data.csv": "1d04b4fc454fc8010eb3bbdfc0a9bb493fae26ba6114819df6bb10b652c94af8",
+    "flu_state_data.csv": "7de41d7ee124c5c1c6a4ec4159d48c4dd3c80d836419ebc6586c256b49d89d45",
+    "25011_random_network.csv": "620186be4bfa9a23b44869c15bcff5006b2b1fbb401716996b0b1f0fe83fa92a",
+    "25011_AgentsData.csv": "78f91627660bbd577e1d613e42138ae0e25512bc2bb465b0141403d69f211065",
+}
+
+
+def source_bytes(name: str) -> bytes:
+    """A source file as bundled with the package (gzip-compressed), decompressed."""
+    gz = resources.files("lpm_graph") / "datasets/data/gradabm_ma" / f"{name}.gz"
+    return gzip.decompress(gz.read_bytes())
+
+
+def source_csv(name: str) -> io.StringIO:
+    """A bundled source file, to read independently of the package with the csv module."""
+    return io.StringIO(source_bytes(name).decode("utf-8"), newline="")
+
+
+@pytest.mark.parametrize("name", sorted(SOURCE_SHA256))
+def test_bundled_files_are_the_gradabm_originals(name):
+    assert hashlib.sha256(source_bytes(name)).hexdigest() == SOURCE_SHA256[name]
 
 
 @pytest.fixture(scope="module")
@@ -41,16 +67,14 @@ def test_agents_and_contacts(county):
     assert graph.meta["county"] == "25011"
 
 
-@pytest.mark.skipif(not SHARED.exists(), reason="needs the shared data folder")
 def test_matches_the_source_files(county):
     graph = county[0]
-    with open(SHARED / "25011_random_network.csv") as handle:
-        pairs = [tuple(map(int, row)) for row in csv.reader(handle)]
+    pairs = [tuple(map(int, row)) for row in csv.reader(source_csv("25011_random_network.csv"))]
     assert len(pairs) == 249_991
     ei = graph.edge_index()
     assert ei[:, : len(pairs)].t().tolist() == [list(p) for p in pairs]
-    with open(SHARED / "25011_AgentsData.csv") as handle:
-        rows = {int(r[""]): (int(r["age_group"]), int(r["stage"])) for r in csv.DictReader(handle)}
+    agents = csv.DictReader(source_csv("25011_AgentsData.csv"))
+    rows = {int(r[""]): (int(r["age_group"]), int(r["stage"])) for r in agents}
     age, stage = graph["agent"].age_group.tolist(), graph["agent"].stage.tolist()
     assert all(rows[i] == (age[i], stage[i]) for i in range(70_916))
 

@@ -9,7 +9,6 @@ import io
 import math
 import sys
 from importlib import resources
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,18 +16,20 @@ import torch
 from lpm_graph.datasets import CountySeries, Series, StateILI
 from lpm_graph.datasets.series import epiweek_end, epiweek_of
 
-SHARED = Path(__file__).parents[3] / "shared/data/gradabm_ma"
 COLUMNS = ["cases", "deaths", "doctor_visits", "wili", "wcli"]
 ONE = dt.timedelta(days=1)
 
 
+def source_bytes(name: str) -> bytes:
+    """A source file as bundled with the package (gzip-compressed), decompressed; that these
+    are GradABM's originals is checked in test_bundled.py (checksums)."""
+    gz = resources.files("lpm_graph") / "datasets/data/gradabm_ma" / f"{name}.gz"
+    return gzip.decompress(gz.read_bytes())
+
+
 def read_csv(name: str) -> list[dict[str, str]]:
-    """The shared copy of a source file, else the bundled one, read with the csv module."""
-    if (SHARED / name).exists():
-        text = (SHARED / name).read_text(encoding="utf-8")
-    else:
-        gz = resources.files("lpm_graph") / "datasets/data/gradabm_ma" / f"{name}.gz"
-        text = gzip.decompress(gz.read_bytes()).decode("utf-8")
+    """A bundled source file read independently of the package, with the csv module."""
+    text = source_bytes(name).decode("utf-8")
     return list(csv.DictReader(io.StringIO(text, newline="")))
 
 

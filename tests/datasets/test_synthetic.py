@@ -19,7 +19,8 @@ from lpm_graph.datasets.synthetic import (
     population_statistics,
 )
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "gradabm_ma"
+# GradABM source files of the default numbers (see data/gradabm_ma/PROVENANCE.md)
+SOURCE = Path(__file__).resolve().parent / "data" / "gradabm_ma"
 N = 100_000
 
 
@@ -46,9 +47,7 @@ def test_statistics_match_the_inputs_within_2_percent(population):
 
 
 def test_defaults_are_the_source_numbers():
-    if not SHARED.exists():
-        pytest.skip("needs the shared data folder")
-    text = (SHARED / "25011_generated_params.yaml").read_text().splitlines()
+    text = (SOURCE / "25011_generated_params.yaml").read_text().splitlines()
 
     def block(name: str) -> list[float]:
         start = text.index(f"{name}:") + 1
@@ -62,7 +61,7 @@ def test_defaults_are_the_source_numbers():
     assert list(CENSUS_AGE_SHARES) == block("age_ix_prob_list")
     sizes = block("households_sizes_list")
     assert dict(zip(map(int, sizes), block("households_sizes_prob_list"))) == CENSUS_HOUSEHOLD_SIZES
-    rows = (SHARED / "RandomNetworkParameters.csv").read_text(encoding="utf-8-sig").split()
+    rows = (SOURCE / "RandomNetworkParameters.csv").read_text(encoding="utf-8-sig").split()
     assert [tuple(map(float, r.split(",")[1:])) for r in rows[1:]] == list(RANDOM_CONTACTS)
 
 
