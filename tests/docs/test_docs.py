@@ -182,6 +182,27 @@ def _run_script(block: Block, workdir: Path) -> None:
 CODE_PAGES = [page for page in PAGES if python_blocks(page)]
 
 
+README = ROOT / "README.md"
+
+
+def test_the_readme_example_runs(sandbox):
+    """The front page's example runs as written (its ```python blocks, in order)."""
+    assert python_blocks(README), "README.md has no python example"
+    run_page(README, sandbox)
+
+
+def test_the_readme_links_resolve():
+    """Every relative link of the front page names a file or folder of the repository, and
+    none points outside it."""
+    targets = re.findall(r"\]\((?P<target>[^)\s#]+)(?:#[^)]*)?\)", README.read_text("utf-8"))
+    local = [t for t in targets if "://" not in t]
+    assert local, "README.md links to nothing in the repository"
+    for target in local:
+        path = (ROOT / target).resolve()
+        assert path.is_relative_to(ROOT), f"README.md links outside the repository: {target}"
+        assert path.exists(), f"README.md links to a missing {target}"
+
+
 def test_the_pages_have_code():
     names = {_page_id(page) for page in CODE_PAGES}
     assert {"getting-started.md", "tutorials/calibrate.md", "tutorials/pyg.md"} <= names
