@@ -114,6 +114,7 @@ def main() -> None:
         args=(args.model, args.agents, args.degree, args.steps, args.seed),
         timeout=1800,
         device=args.device,
+        force_insecure=True,  # seeded (reproducible) randomness: to check counts = plaintext
     )
     total = time.perf_counter() - start
     r = results[0]

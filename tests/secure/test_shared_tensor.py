@@ -39,8 +39,10 @@ def test_ring_wraps_around_modulo_2_64():
     big = torch.tensor([2**62], dtype=torch.int64)
     assert int((big * 4)[0]) == 0  # 2**64 = 0 in the ring
     assert int(logical_shift_right(torch.tensor([-1]), 60)[0]) == 15
-    r = random_ring((100_000,), torch.Generator().manual_seed(0))
+    r = random_ring((100_000,))  # a keystream under a fresh key from OS entropy
     assert bool((r < 0).any()) and bool((r > 2**62).any())  # both halves of the ring
+    with pytest.raises(TypeError, match="KeyStream"):
+        random_ring((4,), torch.Generator().manual_seed(0))  # predictable: refused
 
 
 def test_linear_operations_are_bit_exact_against_int64_plaintext(session):

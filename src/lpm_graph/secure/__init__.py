@@ -7,12 +7,17 @@ dealer; an infection draw is one secure comparison ``lambda_i > E_i`` against th
 private ``E_i ~ Exp(1)``. Only declared aggregates, masks (uniformly random), the loss and
 gradients are ever opened, all through :meth:`Session.reveal` / :meth:`Session.open_raw`,
 which record them in the session's :class:`AuditLog`.
+
+Randomness (shares, triples, masks, owners' draws) comes from ChaCha20 keystreams under keys
+each role draws from OS entropy (:class:`Randomness`); a seeded, reproducible mode exists for
+tests and warns with :class:`InsecureRandomnessWarning`.
 """
 
 from .audit import KINDS, AuditLog, Opening
 from .dealer import Dealer
 from .distributed import DistributedTransport, launch, session_from_env
 from .layers import SecureProtocolLayer, secure_propagate
+from .prg import InsecureRandomnessWarning, KeyStream, OwnerRandomness, Randomness
 from .ring import FRAC_BITS, decode, encode
 from .seirm import SEIRMInputs, secure_seirm
 from .session import CostReport, LocalTransport, Session, StepCost, Transport
@@ -26,8 +31,12 @@ __all__ = [
     "CostReport",
     "Dealer",
     "DistributedTransport",
+    "InsecureRandomnessWarning",
+    "KeyStream",
     "LocalTransport",
     "Opening",
+    "OwnerRandomness",
+    "Randomness",
     "SEIRMInputs",
     "SIRInputs",
     "SecureProtocolLayer",

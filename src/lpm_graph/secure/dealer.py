@@ -6,7 +6,9 @@ trusted-dealer / offline-phase model). It also stands in for the agents: an agen
 values (its initial state, its private random draws) reach the compute parties only as shares,
 made where the value is known. With the in-process transport the dealer is an object in the same
 process; with the multi-process transport it is a separate process that sends each party its
-own shares and nothing else. Given the same seed both produce the same shares.
+own shares and nothing else. Its randomness is a ChaCha20 keystream under a key it draws from
+OS entropy (:mod:`~lpm_graph.secure.prg`); only the insecure reproducible mode
+(``Randomness.reproducible(seed)``, tests only) makes the same shares again.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from .prg import KeyStream, Randomness, as_randomness, derive_key
 from .ring import FRAC_BITS, encode_scaled, logical_shift_right, random_ring
 
 __all__ = [
@@ -34,16 +37,16 @@ known to its owner (the agents). Float values are encoded with the session's fra
 integer and bool values exactly (scale 0)."""
 
 
-def split_additive(value: Tensor, parties: int, generator: torch.Generator) -> Tensor:
+def split_additive(value: Tensor, parties: int, stream: KeyStream) -> Tensor:
     """``[parties, *shape]`` uniformly random shares summing to ``value`` modulo 2**64."""
-    shares = random_ring((parties - 1, *value.shape), generator, value.device)
+    shares = random_ring((parties - 1, *value.shape), stream, value.device)
     last = value - shares.sum(0)
     return torch.cat([shares, last.unsqueeze(0)])
 
 
-def split_xor(value: Tensor, parties: int, generator: torch.Generator) -> Tensor:
+def split_xor(value: Tensor, parties: int, stream: KeyStream) -> Tensor:
     """``[parties, *shape]`` uniformly random words whose XOR is ``value``."""
-    shares = random_ring((parties - 1, *value.shape), generator, value.device)
+    shares = random_ring((parties - 1, *value.shape), stream, value.device)
     last = value.clone()
     for share in shares:
         last = last ^ share
@@ -85,7 +88,10 @@ class Dealer:
 
     Args:
         parties: number of compute parties ``K >= 2``.
-        seed: seed of the dealer's generator (the same seed gives the same shares).
+        seed: ``None`` (default): the dealer's key comes from OS entropy. An int or
+            :meth:`Randomness.reproducible <lpm_graph.secure.prg.Randomness.reproducible>`:
+            derived from the seed, the same shares every time: **not private**, tests only
+            (warns with :class:`~lpm_graph.secure.prg.InsecureRandomnessWarning`).
         owner: the agents' private inputs (see :data:`InputOwner`), or ``None``.
         frac_bits: fractional bits for float inputs.
         device: where shares are made.
@@ -94,7 +100,7 @@ class Dealer:
     def __init__(
         self,
         parties: int,
-        seed: int = 0,
+        seed: int | Randomness | None = None,
         owner: InputOwner | None = None,
         frac_bits: int = FRAC_BITS,
         device: torch.device | str | None = None,
@@ -105,16 +111,17 @@ class Dealer:
         self.owner = owner
         self.frac_bits = frac_bits
         self.device = torch.device(device) if device is not None else torch.device("cpu")
-        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.randomness = as_randomness(seed)
+        self._stream = KeyStream(derive_key(self.randomness.master_key("dealer"), "dealer"))
         self.bytes_dealt = 0  # bytes of shares handed out (offline communication)
 
     def _split(self, value: Tensor, xor: bool = False) -> Tensor:
-        shares = (split_xor if xor else split_additive)(value, self.parties, self.generator)
+        shares = (split_xor if xor else split_additive)(value, self.parties, self._stream)
         self.bytes_dealt += shares.numel() * shares.element_size()
         return shares
 
     def _random(self, shape: tuple[int, ...]) -> Tensor:
-        return random_ring(shape, self.generator, self.device)
+        return random_ring(shape, self._stream, self.device)
 
     def triple(self, shape: tuple[int, ...]) -> dict[str, Tensor]:
         """Beaver triple: uniformly random ``a``, ``b`` and ``c = a * b`` (ring product)."""

@@ -11,8 +11,8 @@ A request for correlated randomness or a private input:
    dealer: a small int64 tensor with the operation, the kind or input name, the shape and the
    integer keyword arguments (all public: the same for every party).
 2. The dealer makes the item with :meth:`Dealer.make` / :meth:`Dealer.input`: the same class,
-   seed and order of requests as :class:`~lpm_graph.secure.LocalTransport`, hence the same
-   shares.
+   order of requests as :class:`~lpm_graph.secure.LocalTransport` (with a reproducible seed,
+   hence the same shares).
 3. The dealer sends party ``i``, in one message, a header (fractional bits, names and shapes of
    the parts) and its row ``[1, *shape]`` of every part. If making the item failed, the header
    carries only the exception's type (its message may quote a private input, e.g. a value too
@@ -44,6 +44,7 @@ import torch.multiprocessing as mp
 from torch import Tensor
 
 from .dealer import Dealer, InputOwner
+from .prg import Randomness, as_randomness
 from .ring import FRAC_BITS
 from .session import Session, Transport
 
@@ -282,7 +283,7 @@ def _serve(dealer: Dealer, op: int, request: _Reader) -> tuple[dict[str, Tensor]
 @dataclass(frozen=True)
 class _Setup:
     parties: int
-    seed: int
+    seed: Randomness  # where each role's key comes from (drawn inside its own process)
     owner: InputOwner | None
     frac_bits: int
     timeout: float
@@ -319,12 +320,13 @@ def _connect(rank: int, setup: _Setup, store: dist.Store | None = None) -> Sessi
 
 def session_from_env(
     *,
-    seed: int = 0,
+    seed: int | Randomness | None = None,
     owner: InputOwner | None = None,
     frac_bits: int = FRAC_BITS,
     timeout: float = 600.0,
     backend: str | None = None,
     device: str | None = None,
+    force_insecure: bool = False,
 ) -> Session | None:
     """The session of this process when started by ``torchrun --standalone --nproc-per-node K+1``.
 
@@ -332,7 +334,8 @@ def session_from_env(
     the parties close their sessions and returns ``None``. Arguments as in :func:`launch`.
     """
     world = int(os.environ["WORLD_SIZE"])
-    setup = _Setup(world - 1, seed, owner, frac_bits, timeout, backend, device)
+    randomness = _checked(seed, owner, force_insecure)
+    setup = _Setup(world - 1, randomness, owner, frac_bits, timeout, backend, device)
     return _connect(int(os.environ["RANK"]), setup)
 
 
@@ -353,6 +356,29 @@ def _process(rank: int, port: int, setup: _Setup, fn: Callable, args: tuple, res
         results.put((rank, False, traceback.format_exc()))
 
 
+def _checked(
+    seed: int | Randomness | None, owner: InputOwner | None, force_insecure: bool
+) -> Randomness:
+    """The run's randomness; reproducible (seeded) randomness, the dealer's or the owner's
+    draws', only with ``force_insecure``."""
+    randomness = as_randomness(seed)
+    owner_randomness = getattr(owner, "randomness", None)  # SIRInputs: an OwnerRandomness
+    owner_randomness = getattr(owner_randomness, "randomness", owner_randomness)
+    seeded = [
+        what
+        for what, r in (("seed", randomness), ("the owner's seed", owner_randomness))
+        if isinstance(r, Randomness) and r.is_reproducible
+    ]
+    if seeded and not force_insecure:
+        raise ValueError(
+            f"{' and '.join(seeded)} make the run's shares or private draws follow from a "
+            "seed anyone may know or search for, so the run would not be private. Leave the "
+            "seeds out (Session/launch seed=None, SIRInputs(..., seed=None)) for a private "
+            "run; pass force_insecure=True only to compare with a plaintext run in a test."
+        )
+    return randomness
+
+
 def _who(rank: int, parties: int) -> str:
     return f"party {rank}" if rank < parties else f"the dealer (rank {rank})"
 
@@ -361,13 +387,14 @@ def launch(
     fn: Callable[..., Any],
     parties: int = 2,
     *,
-    seed: int = 0,
+    seed: int | Randomness | None = None,
     owner: InputOwner | None = None,
     frac_bits: int = FRAC_BITS,
     args: tuple = (),
     timeout: float = 600.0,
     backend: str | None = None,
     device: str | None = None,
+    force_insecure: bool = False,
 ) -> list:
     """Run ``fn(session, *args)`` in ``parties`` processes, one compute party each, with a
     dealer process; return the parties' return values (party 0 first).
@@ -379,7 +406,11 @@ def launch(
     Args:
         fn: the computation of one party, ``fn(session, *args) -> picklable value``.
         parties: number of compute parties ``K >= 2``.
-        seed: the dealer's seed (the same shares as ``Session(parties, seed=seed)``).
+        seed: ``None`` (default): every role draws its key from OS entropy in its own
+            process. An int or :meth:`Randomness.reproducible
+            <lpm_graph.secure.prg.Randomness.reproducible>`: the same shares as
+            ``Session(parties, seed=seed)``, **not private**; refused unless
+            ``force_insecure=True`` (tests).
         owner: the agents' private inputs (see :data:`~lpm_graph.secure.dealer.InputOwner`).
         frac_bits: fractional bits of fixed-point values.
         args: more positional arguments of ``fn``.
@@ -390,6 +421,7 @@ def launch(
             ``"cpu:gloo,cuda:nccl"`` exchanges CUDA shares over NCCL, which needs one GPU per
             party (NCCL refuses two ranks on one device).
         device: where each party keeps its shares (default CPU; ``"cuda"``: one GPU per party).
+        force_insecure: allow a reproducible ``seed`` (tests only).
 
     Raises:
         RuntimeError: as soon as a party or the dealer fails or dies, naming it, with its
@@ -397,7 +429,8 @@ def launch(
     """
     if parties < 2:
         raise ValueError(f"secret sharing needs at least 2 parties, got {parties}.")
-    setup = _Setup(parties, seed, owner, frac_bits, timeout, backend, device)
+    randomness = _checked(seed, owner, force_insecure)
+    setup = _Setup(parties, randomness, owner, frac_bits, timeout, backend, device)
     # the store picks a free port itself (no race between choosing a port and binding it)
     store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
     context = mp.get_context("spawn")

@@ -11,9 +11,12 @@ and fixed-point parts (scale ``f``) can be mixed without rounding.
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 from torch import Tensor
+
+from .prg import KEY_BYTES, KeyStream
 
 __all__ = [
     "FRAC_BITS",
@@ -86,12 +89,19 @@ def decode(value: Tensor, frac_bits: int = FRAC_BITS, dtype: torch.dtype = torch
     return (high.to(torch.float64) + low.to(torch.float64) / 2.0**frac_bits).to(dtype)
 
 
-def random_ring(shape, generator: torch.Generator | None = None, device=None) -> Tensor:
-    """Uniformly random ring elements (all 2**64 values, via two 32-bit halves)."""
-    shape = tuple(shape)
-    hi = torch.randint(0, 2**32, shape, generator=generator, device=device, dtype=torch.int64)
-    lo = torch.randint(0, 2**32, shape, generator=generator, device=device, dtype=torch.int64)
-    return (hi << 32) | lo
+def random_ring(shape, stream: KeyStream | None = None, device=None) -> Tensor:
+    """Uniformly random ring elements (all 2**64 values): the next words of a cryptographic
+    keystream (:class:`~lpm_graph.secure.prg.KeyStream`; by default one under a fresh key from
+    OS entropy), made on the CPU and moved to ``device``, so every device gets the same words.
+    """
+    if stream is None:
+        stream = KeyStream(os.urandom(KEY_BYTES))
+    if not isinstance(stream, KeyStream):
+        raise TypeError(
+            f"random ring elements come from a cryptographic KeyStream, got "
+            f"{type(stream).__name__}; a torch.Generator is predictable from its seed."
+        )
+    return stream.words(tuple(shape), device)
 
 
 def logical_shift_right(value: Tensor, bits: int) -> Tensor:

@@ -39,9 +39,9 @@ import torch
 from torch import Tensor
 
 from ..graph import PopulationGraph
-from ..layers.samplers import RandomStreams
 from ..protocols.base import seed_infected
 from ..protocols.seirm import AGE_GROUPS, SEIRM
+from .prg import OwnerRandomness, Randomness
 from .session import Session
 from .sir import SecureTrajectory
 from .tensor import SharedTensor, exp_neg, greater, multiply
@@ -67,7 +67,10 @@ class SEIRMInputs:
         protocol: the SEIRM protocol (its stage slot counts shape the exit draws).
         num_agents: agents of the population.
         initial_infected: as in :func:`lpm_graph.simulate` (count, fraction, ids, mask).
-        seed: the run's seed.
+        seed: ``None`` (default): the owner's draws come from keystreams under a key it
+            draws from OS entropy (:class:`~lpm_graph.secure.prg.OwnerRandomness`). An int:
+            the uniforms of a plaintext :func:`lpm_graph.simulate` run with this seed, so
+            the secure run equals it agent for agent: **not private**, tests only.
         draw_bits: fractional bits of the shared draws (default 24: a decision differs from
             the float one only when ``|lambda dt - E|`` is below about ``2^-24``, not
             ``2^-16``; the comparisons run at the step's working precision anyway).
@@ -78,7 +81,7 @@ class SEIRMInputs:
         protocol: SEIRM,
         num_agents: int,
         initial_infected: object,
-        seed: int = 0,
+        seed: int | Randomness | None = None,
         draw_bits: int = 24,
     ) -> None:
         if not 1 <= draw_bits <= 40:
@@ -86,14 +89,14 @@ class SEIRMInputs:
         self.draw_bits = int(draw_bits)
         self.num_agents = int(num_agents)
         self.initial_infected = initial_infected
-        self.seed = int(seed)
+        self.randomness = OwnerRandomness(seed)
         self.slots = {
             _STAGES["E"]: protocol.exposed_hazard.numel(),
             _STAGES["I"]: protocol.infectious_hazard.numel(),
         }
 
     def __call__(self, name: str, step: int | None) -> tuple[Tensor, int] | Tensor:
-        streams = RandomStreams(self.seed)
+        streams = self.randomness.streams()
         n = self.num_agents
         if name == "initial_infected":
             infected = seed_infected(

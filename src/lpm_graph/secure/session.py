@@ -3,7 +3,6 @@ and the cost report."""
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -15,6 +14,7 @@ from torch import Tensor
 
 from .audit import AuditLog
 from .dealer import Correlation, Dealer, InputOwner
+from .prg import KeyStream, Randomness, as_randomness, derive_key
 from .ring import FRAC_BITS, decode, encode_scaled
 
 if TYPE_CHECKING:
@@ -117,7 +117,11 @@ class Session:
 
     Args:
         parties: number of compute parties ``K >= 2`` (in-process transport).
-        seed: the dealer's seed.
+        seed: ``None`` (default): the dealer's and this session's keys come from OS entropy
+            (a private run). An int or :meth:`Randomness.reproducible
+            <lpm_graph.secure.prg.Randomness.reproducible>`: derived from the seed, so the same
+            seed gives the same shares: **not private**, for tests that compare with a
+            plaintext run (warns with :class:`~lpm_graph.secure.prg.InsecureRandomnessWarning`).
         owner: the agents' private inputs, ``owner(name, step) -> value`` (see
             :data:`~lpm_graph.secure.dealer.InputOwner`).
         frac_bits: fractional bits of fixed-point values (default 16).
@@ -131,7 +135,7 @@ class Session:
         self,
         parties: int = 2,
         *,
-        seed: int = 0,
+        seed: int | Randomness | None = None,
         owner: InputOwner | None = None,
         frac_bits: int = FRAC_BITS,
         transport: Transport | None = None,
@@ -141,8 +145,9 @@ class Session:
         if not 1 <= frac_bits <= 30:
             raise ValueError(f"frac_bits must be between 1 and 30, got {frac_bits}.")
         self.frac_bits = frac_bits
+        randomness = as_randomness(seed)
         if transport is None:
-            transport = LocalTransport(Dealer(parties, seed, owner, frac_bits, device))
+            transport = LocalTransport(Dealer(parties, randomness, owner, frac_bits, device))
         self.transport = transport
         self.parties = transport.parties
         self.local = transport.local
@@ -152,11 +157,8 @@ class Session:
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.audit = audit if audit is not None else AuditLog()
         self.cost = CostReport()
-        # shares of values this process knows (share()): its own stream, never the dealer's
-        key = hashlib.blake2b(f"share\x1f{seed}".encode(), digest_size=8).digest()
-        self._generator = torch.Generator(device=self.device).manual_seed(
-            int.from_bytes(key, "little") & (2**63 - 1)
-        )
+        # shares of values this process knows (share()): its own keystream, never the dealer's
+        self._stream = KeyStream(derive_key(randomness.master_key("session"), "share"))
 
     # ------------------------------------------------------------------ making shares
     def share(self, value: Tensor | float, frac_bits: int | None = None) -> SharedTensor:
@@ -169,8 +171,14 @@ class Session:
         from .dealer import split_additive
         from .tensor import SharedTensor
 
+        if len(self.local) != self.parties:
+            raise RuntimeError(
+                f"share() splits a value among all {self.parties} parties, but this process "
+                f"holds only parties {list(self.local)}; with one party per process a private "
+                "value enters through its owner: use session.input(name, step)."
+            )
         encoded, bits = encode_scaled(value, frac_bits, self.frac_bits, self.device)
-        shares = split_additive(encoded, self.parties, self._generator)
+        shares = split_additive(encoded, self.parties, self._stream)
         return SharedTensor(shares[list(self.local)], bits, self)
 
     def input(self, name: str, step: int | None = None) -> SharedTensor:

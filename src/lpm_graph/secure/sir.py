@@ -35,10 +35,10 @@ import torch
 from torch import Tensor
 
 from ..graph import PopulationGraph
-from ..layers.samplers import RandomStreams
 from ..protocols.base import seed_infected
 from ..protocols.sir import DRAWS, SIR
 from ..simulator import Trajectory
+from .prg import OwnerRandomness, Randomness
 from .session import Session
 from .tensor import SharedTensor, exp_neg, greater, multiply
 
@@ -65,7 +65,10 @@ class SIRInputs:
     Args:
         num_agents: agents of the population.
         initial_infected: as in :func:`lpm_graph.simulate` (count, fraction, ids, mask).
-        seed: the run's seed.
+        seed: ``None`` (default): the owner's draws come from keystreams under a key it
+            draws from OS entropy (:class:`~lpm_graph.secure.prg.OwnerRandomness`). An int:
+            the uniforms of a plaintext :func:`lpm_graph.simulate` run with this seed, so
+            the secure run equals it agent for agent: **not private**, tests only.
         draw_bits: fractional bits of the shared draws (default 24: with a scalar rate the
             decisions compare ``lambda dt`` and ``E`` with 24 bits, so a decision differs
             from the float one only when they are closer than about ``2^-24`` per contact).
@@ -75,7 +78,7 @@ class SIRInputs:
         self,
         num_agents: int,
         initial_infected: object,
-        seed: int = 0,
+        seed: int | Randomness | None = None,
         draw_bits: int = _DECISION_BITS,
     ) -> None:
         if not 1 <= draw_bits <= 40:
@@ -83,10 +86,10 @@ class SIRInputs:
         self.draw_bits = int(draw_bits)
         self.num_agents = int(num_agents)
         self.initial_infected = initial_infected
-        self.seed = int(seed)
+        self.randomness = OwnerRandomness(seed)
 
     def __call__(self, name: str, step: int | None) -> tuple[Tensor, int] | Tensor:
-        streams = RandomStreams(self.seed)
+        streams = self.randomness.streams()
         n = self.num_agents
         if name == "initial_infected":
             infected = seed_infected(
