@@ -161,3 +161,41 @@ def test_launch_refuses_seeded_randomness_unless_forced(kwargs):
             kwargs = {"owner": SIRInputs(10, 1, seed=0)}
     with pytest.raises(ValueError, match="force_insecure=True"):
         launch(_never_runs, 2, **kwargs)
+
+
+class _Canary:
+    """An owner holding a secret that no party may receive."""
+
+    SECRET = "canary-5f0c2a91"
+
+    def __init__(self) -> None:
+        self.secret = self.SECRET
+        self.inner = SIRInputs(40, initial_infected=torch.tensor([3, 17]))
+
+    def __call__(self, name, step):
+        return self.inner(name, step)
+
+
+def _inspect_process(session):
+    """A curious party: everything reachable in its process (its stack's frames, the garbage
+    collector's objects) searched for the owner."""
+    import gc
+    import inspect
+
+    found = [type(o).__name__ for o in gc.get_objects()
+             if isinstance(o, (_Canary, SIRInputs, OwnerRandomness, KeyStreams))]  # fmt: skip
+    for frame in inspect.stack():
+        for value in frame.frame.f_locals.values():
+            if _Canary.SECRET in repr(value):
+                found.append(f"frame {frame.function}")
+    shared = session.input("initial_infected")  # the owner's input reaches it only as shares
+    return found, shared.shares.shape
+
+
+def test_a_party_process_receives_no_owner():
+    """Finding 2 (in part): launch pickled the owner into every party's process, where a party
+    function could read it from its own stack. Now only the dealer's process gets it (the
+    dealer still holds the plaintext inputs: an owner role is still to come)."""
+    results = launch(_inspect_process, 2, owner=_Canary(), timeout=120)
+    for found, shape in results:
+        assert found == [] and tuple(shape) == (1, 40)

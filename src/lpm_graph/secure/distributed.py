@@ -34,7 +34,7 @@ import queue
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -379,6 +379,15 @@ def _checked(
     return randomness
 
 
+def _role_part(rank: int, setup: _Setup, fn: Callable, args: tuple) -> tuple:
+    """``(setup, fn, args)`` as process ``rank`` receives them: a party's setup holds no
+    owner (it would hand the party the owner's plaintext attributes), the dealer gets no
+    party function."""
+    if rank == setup.parties:
+        return setup, None, ()
+    return replace(setup, owner=None), fn, args
+
+
 def _who(rank: int, parties: int) -> str:
     return f"party {rank}" if rank < parties else f"the dealer (rank {rank})"
 
@@ -438,7 +447,9 @@ def launch(
     processes = [
         context.Process(
             target=_process,
-            args=(rank, store.port, setup, fn, args, results),
+            # each process gets only its role's part: the owner goes to the dealer alone, the
+            # party function and its arguments to the parties alone
+            args=(rank, store.port, *_role_part(rank, setup, fn, args), results),
             name=_who(rank, parties),
             daemon=True,
         )
