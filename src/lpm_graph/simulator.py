@@ -298,6 +298,13 @@ class Simulator(nn.Module):
         """
         if replicates is not None and (not isinstance(replicates, int) or replicates < 1):
             raise ValueError(f"replicates must be None or a positive int, got {replicates!r}.")
+        _check_graph(graph)
+        _check_dtype(dtype)
+        if state is not None and initial_infected is not None:
+            raise ValueError(
+                "give either state= (the whole initial state) or initial_infected= (the "
+                "protocol builds the state from it), not both: initial_infected would be ignored."
+            )
         streams = RandomStreams(seed, graph.device)
         if streams.members is not None:
             replicates = self._ensemble_columns(streams.members, replicates)
@@ -314,7 +321,7 @@ class Simulator(nn.Module):
                 graph, initial_infected, streams, replicates, dtype, self.mode
             )
         else:
-            state = dict(state)
+            state = self._checked_state(graph, state, streams, replicates, dtype)
         bar = _progress(self.steps) if self.progress else None
         if self.estimator == "stochastic_derivative":
             return replace(self._coupled(graph, state, streams, bar), replicates=replicates)
@@ -338,6 +345,65 @@ class Simulator(nn.Module):
         return replace(
             record.trajectory(state, self.protocol.dt), replicates=replicates, seeds=streams.members
         )
+
+    def _checked_state(
+        self,
+        graph: PopulationGraph,
+        state: Mapping[str, Tensor],
+        streams: RandomStreams,
+        replicates: int | None,
+        dtype: torch.dtype,
+    ) -> State:
+        """A user's initial state, checked against the one the protocol builds (its keys,
+        shapes and dtypes), with finite values and compartments in [0, 1], before any step."""
+        if not isinstance(state, Mapping):
+            raise TypeError(
+                f"state must be a mapping from state names to tensors, got "
+                f"{type(state).__name__}."
+            )
+        state = dict(state)
+        for key, value in state.items():
+            if not torch.is_tensor(value):
+                raise TypeError(f"state[{key!r}] must be a tensor, got {type(value).__name__}.")
+        try:  # the protocol's own layout: nobody infected, same replicates and dtype
+            reference = self.protocol.initial_state(graph, 0, streams, replicates, dtype,
+                                                    self.mode)  # fmt: skip
+        except (ValueError, TypeError):
+            reference = None  # a protocol whose start needs more than a count
+        if reference is not None:
+            missing = sorted(set(reference) - set(state))
+            unknown = sorted(set(state) - set(reference))
+            if missing or unknown:
+                raise ValueError(
+                    f"state does not match {type(self.protocol).__name__}'s state: missing "
+                    f"{missing}, unknown {unknown}; its keys are {sorted(reference)} (see "
+                    f"protocol.initial_state(...) for the layout)."
+                )
+            for key, want in reference.items():
+                got = state[key]
+                if got.shape != want.shape:
+                    raise ValueError(
+                        f"state[{key!r}] has shape {list(got.shape)}, the protocol's is "
+                        f"{list(want.shape)}."
+                    )
+                if got.is_floating_point() != want.is_floating_point():
+                    raise ValueError(
+                        f"state[{key!r}] is {got.dtype}, the protocol's is {want.dtype}."
+                    )
+        compartments = set(getattr(self.protocol, "compartments", ()))
+        for key, value in state.items():
+            if not value.is_floating_point():
+                continue
+            if not bool(torch.isfinite(value).all()):
+                raise ValueError(f"state[{key!r}] holds NaN or infinite values.")
+            if key in compartments and value.numel():
+                low, high = float(value.min()), float(value.max())
+                if low < 0 or high > 1:
+                    raise ValueError(
+                        f"state[{key!r}] must hold per-agent indicators or probabilities in "
+                        f"[0, 1], got values in [{low:g}, {high:g}]."
+                    )
+        return state
 
     def _ensemble_columns(self, seeds: tuple[int, ...], replicates: int | None) -> int:
         """The replicate columns of an ensemble run over ``seeds``, or a clear error."""
@@ -674,3 +740,31 @@ def simulate(
         replicates=replicates,
         dtype=dtype,
     )
+
+
+def _check_graph(graph: object) -> None:
+    from .graph import PopulationGraph
+
+    if isinstance(graph, PopulationGraph):
+        return
+    kind = type(graph).__name__
+    fix = (
+        "wrap it with PopulationGraph.from_pyg(data)"
+        if kind in ("HeteroData", "Data")
+        else "build one with PopulationGraph.from_edge_index(edge_index, num_nodes) or a dataset"
+    )
+    raise TypeError(f"graph must be a lpm_graph.PopulationGraph, got {kind}; {fix}.")
+
+
+def _check_dtype(dtype: object) -> None:
+    if dtype is None:
+        return
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(
+            f"dtype must be a torch.dtype (torch.float32 or torch.float64), got {dtype!r}."
+        )
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(
+            f"dtype={dtype} is not supported: states and counts need float32 or float64 (half "
+            "precision cannot count past 2048 agents); use torch.float32 or torch.float64."
+        )

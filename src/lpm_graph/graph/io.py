@@ -920,16 +920,24 @@ def _file_format(path: Path, format: str | None) -> str:
     return format
 
 
+_BOM = b"\xef\xbb\xbf"  # UTF-8 byte-order mark, e.g. from Excel's "CSV UTF-8"
+
+
 def _read_bytes(path: Path, what: str) -> bytes:
+    """A text file's bytes (a ``.gz`` decompressed), without a leading UTF-8 byte-order mark,
+    which would otherwise turn a first line of numbers into a header, or ``id`` into
+    ``\ufeffid``."""
     if not path.exists():
         raise ValueError(f"{what} {str(path)!r} does not exist; check the path.")
     try:
         if path.suffix == ".gz":
             with gzip.open(path, "rb") as handle:
-                return handle.read()
-        return path.read_bytes()
+                data = handle.read()
+        else:
+            data = path.read_bytes()
     except (OSError, EOFError) as err:  # a damaged or truncated .gz
         raise ValueError(f"{path}: cannot be read ({err}); is the file complete?") from err
+    return data[len(_BOM) :] if data.startswith(_BOM) else data
 
 
 def _decode(data: bytes, path: Path) -> str:

@@ -1,0 +1,104 @@
+"""Bad input to simulate and to the file readers: a clear error naming the argument, the
+value and the fix, raised before any work; never a crash inside torch, never a silently wrong
+result. Table-driven: each case is the call, the error class and a phrase of its message."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch_geometric.data import HeteroData
+
+from lpm_graph import PopulationGraph, simulate
+from lpm_graph.datasets.generators import erdos_renyi
+from lpm_graph.graph.io import read_edge_list, read_node_table
+from lpm_graph.protocols import SEIRM, SIR
+
+N = 50
+
+
+@pytest.fixture(scope="module")
+def graph() -> PopulationGraph:
+    g = erdos_renyi(N, 4.0, seed=0)
+    g.set_node_attrs("agent", age_group=torch.arange(N) % 8)
+    return g
+
+
+def _sir_state(**values: float) -> dict[str, torch.Tensor]:
+    state = {k: torch.zeros(N) for k in ("S", "I", "R")}
+    state["S"] += 1
+    for key, value in values.items():
+        state[key] = torch.full((N,), float(value))
+    return state
+
+
+CASES = [
+    # (id, call(graph), error class, phrase)
+    ("state and initial_infected", lambda g: simulate(SIR(0.1, 0.1), g, 3, state=_sir_state(),
+                                                        initial_infected=5),
+     ValueError, "not both"),
+    ("state with S = 2", lambda g: simulate(SIR(0.1, 0.1), g, 3, state=_sir_state(S=2.0)),
+     ValueError, "state['S'] must hold"),
+    ("state with I = -1", lambda g: simulate(SIR(0.1, 0.1), g, 3, state=_sir_state(I=-1.0)),
+     ValueError, "[-1, -1]"),
+    ("state with NaN", lambda g: simulate(SIR(0.1, 0.1), g, 3,
+                                          state=_sir_state(I=float("nan"))),
+     ValueError, "NaN"),
+    ("state missing a key", lambda g: simulate(SIR(0.1, 0.1), g, 3,
+                                               state={"S": torch.ones(N), "I": torch.zeros(N)}),
+     ValueError, "missing ['R']"),
+    ("state with an unknown key", lambda g: simulate(SIR(0.1, 0.1), g, 3,
+                                                     state={**_sir_state(), "X": torch.ones(N)}),
+     ValueError, "unknown ['X']"),
+    ("state of the wrong length", lambda g: simulate(SIR(0.1, 0.1), g, 3, state={
+        k: torch.zeros(N + 1) for k in "SIR"}), ValueError, "shape [51]"),
+    ("state of lists", lambda g: simulate(SIR(0.1, 0.1), g, 3, state={"S": [1.0] * N}),
+     TypeError, "state['S'] must be a tensor"),
+    ("state not a mapping", lambda g: simulate(SIR(0.1, 0.1), g, 3, state=torch.ones(N)),
+     TypeError, "mapping"),
+    ("SEIRM state with a flat E", lambda g: simulate(SEIRM(2.0), g, 3, state={
+        "S": torch.ones(N), "E": torch.zeros(N), "I": torch.zeros(N, 5), "R": torch.zeros(N),
+        "M": torch.zeros(N)}), ValueError, "state['E'] has shape [50]"),
+    ("dtype as a string", lambda g: simulate(SIR(0.1, 0.1), g, 3, initial_infected=5,
+                                             dtype="float32"),
+     TypeError, "torch.dtype"),
+    ("dtype float16", lambda g: simulate(SIR(0.1, 0.1), g, 3, initial_infected=5,
+                                         dtype=torch.float16),
+     ValueError, "float32 or float64"),
+    ("dtype int64", lambda g: simulate(SIR(0.1, 0.1), g, 3, initial_infected=5,
+                                       dtype=torch.int64),
+     ValueError, "not supported"),
+    ("a HeteroData as the graph", lambda g: simulate(SIR(0.1, 0.1), HeteroData(), 3,
+                                                     initial_infected=5),
+     TypeError, "PopulationGraph.from_pyg"),
+    ("an edge index as the graph", lambda g: simulate(SIR(0.1, 0.1), torch.zeros(2, 3), 3,
+                                                      initial_infected=5),
+     TypeError, "from_edge_index"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("call", "error", "phrase"), [c[1:] for c in CASES],
+                         ids=[c[0] for c in CASES])  # fmt: skip
+def test_bad_run_input_is_a_clear_error(graph, call, error, phrase):
+    with pytest.raises(error) as raised:
+        call(graph)
+    assert phrase in str(raised.value)
+
+
+def test_a_valid_state_still_runs(graph):
+    state = _sir_state()
+    state["S"][:3], state["I"][:3] = 0.0, 1.0
+    traj = simulate(SIR(0.3, 0.1), graph, 5, state=state, seed=0)
+    assert float(traj.counts["I"][0]) == 3.0
+
+
+def test_byte_order_mark_is_not_a_header(tmp_path):
+    """Excel's "CSV UTF-8" starts the file with a BOM: the first contact and the id column
+    must survive it."""
+    edges = tmp_path / "contacts.csv"
+    edges.write_bytes(b"\xef\xbb\xbf0,1\n1,2\n2,3\n")
+    g = read_edge_list(edges)
+    assert g.num_nodes() == 4 and g.edge_index()[:, 0].tolist() == [0, 1]
+    nodes = tmp_path / "people.csv"
+    nodes.write_bytes(b"\xef\xbb\xbfid,age\n0,5\n1,10\n")
+    table = read_node_table(nodes)
+    assert table["age"].tolist() == [5, 10]
