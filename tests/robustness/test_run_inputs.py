@@ -4,6 +4,8 @@ result. Table-driven: each case is the call, the error class and a phrase of its
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch_geometric.data import HeteroData
@@ -70,6 +72,11 @@ CASES = [
     ("a HeteroData as the graph", lambda g: simulate(SIR(0.1, 0.1), HeteroData(), 3,
                                                      initial_infected=5),
      TypeError, "PopulationGraph.from_pyg"),
+    ("num_nodes as a node attribute", lambda g: g.set_node_attrs("agent",
+                                                                 num_nodes=torch.zeros(N)),
+     ValueError, "not a per-node attribute"),
+    ("num_nodes as a float", lambda g: g.set_node_attrs("agent", num_nodes=torch.tensor(5.7)),
+     ValueError, "cannot change"),
     ("an edge index as the graph", lambda g: simulate(SIR(0.1, 0.1), torch.zeros(2, 3), 3,
                                                       initial_infected=5),
      TypeError, "from_edge_index"),
@@ -102,3 +109,21 @@ def test_byte_order_mark_is_not_a_header(tmp_path):
     nodes.write_bytes(b"\xef\xbb\xbfid,age\n0,5\n1,10\n")
     table = read_node_table(nodes)
     assert table["age"].tolist() == [5, 10]
+
+
+def test_a_target_that_requires_grad_trains(graph):
+    """The usual synthetic-data recipe without .detach(): the target came out of a simulator
+    with gradients on. It used to crash at epoch 1 ("backward through the graph a second
+    time"); a target is observed data, so it is detached."""
+    from lpm_graph.train import Bounded, ParameterSet, SimulatorModel, Trainer
+
+    def model() -> SimulatorModel:
+        params = ParameterSet({"reproduction_number": Bounded(2.0, 0.5, 6.0)})
+        return SimulatorModel(SEIRM(learnable=False), graph, 20, params, initial_infected=0.1,
+                              outputs=("infections",), mode="expected")  # fmt: skip
+
+    target = model()()  # requires grad
+    assert target["infections"].requires_grad
+    history = Trainer(model(), lr=0.05).fit(target, train=slice(0, 15), val=slice(15, 20),
+                                            epochs=2)  # fmt: skip
+    assert len(history.loss) == 2 and all(math.isfinite(v) for v in history.loss)

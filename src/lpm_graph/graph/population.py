@@ -251,7 +251,14 @@ class PopulationGraph:
         node_type = self._node_type(node_type)
         n = self.num_nodes(node_type)
         for name, value in tensors.items():
+            if name == "num_nodes":
+                raise ValueError(
+                    f"num_nodes is the number of {node_type!r} nodes ({n}), not a per-node "
+                    "attribute, and it cannot change on a built graph: name the attribute "
+                    "otherwise, or build a new graph with the number of nodes you want."
+                )
             _check_node_tensor(value, n, node_type, name)
+        for name, value in tensors.items():  # all checked first: nothing half-set
             self.data[node_type][name] = value
 
     def csr(self, relation: Relation | str | None = None) -> CSR:

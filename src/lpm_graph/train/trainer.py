@@ -323,7 +323,9 @@ class Trainer:
         """
         if not isinstance(target, Mapping) or not target:
             raise ValueError("target must be a non-empty {output: [T] series} mapping.")
-        target = {name: torch.as_tensor(y) for name, y in target.items()}
+        # observed data: no gradient flows into it (a target made by a simulator, e.g. for a
+        # synthetic-data check, would otherwise be backpropagated through twice)
+        target = {name: torch.as_tensor(y).detach() for name, y in target.items()}
         lengths = {name: tuple(y.shape) for name, y in target.items()}
         length = next(iter(target.values())).shape[-1] if target else 0
         if any(len(s) != 1 or s[0] != length for s in lengths.values()):
