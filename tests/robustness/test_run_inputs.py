@@ -11,6 +11,7 @@ import torch
 from torch_geometric.data import HeteroData
 
 from lpm_graph import PopulationGraph, simulate
+from lpm_graph.datasets import SyntheticPopulation
 from lpm_graph.datasets.generators import erdos_renyi
 from lpm_graph.graph.io import read_edge_list, read_node_table
 from lpm_graph.protocols import SEIRM, SIR
@@ -77,6 +78,8 @@ CASES = [
      ValueError, "not a per-node attribute"),
     ("num_nodes as a float", lambda g: g.set_node_attrs("agent", num_nodes=torch.tensor(5.7)),
      ValueError, "cannot change"),
+    ("a population larger than memory", lambda g: SyntheticPopulation(99_999_999_999_999),
+     ValueError, "GiB to build"),
     ("an edge index as the graph", lambda g: simulate(SIR(0.1, 0.1), torch.zeros(2, 3), 3,
                                                       initial_infected=5),
      TypeError, "from_edge_index"),

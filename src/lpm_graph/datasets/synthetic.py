@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -265,6 +266,7 @@ class SyntheticPopulation(Dataset):
     ) -> None:
         if isinstance(num_agents, bool) or not isinstance(num_agents, int) or num_agents < 1:
             raise ValueError(f"num_agents must be a positive int, got {num_agents!r}.")
+        _check_memory(num_agents)
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {seed!r}.")
         spec = spec or PopulationSpec()
@@ -567,4 +569,24 @@ def _check_shares(shares: np.ndarray, name: str) -> None:
         raise ValueError(
             f"{name} must sum to 1, got {float(shares.sum()):.6g}; normalise them "
             "(shares / shares.sum())."
+        )
+
+
+BYTES_PER_AGENT = 400
+"""Peak memory of building a default population, per agent (3.7 GiB at 1e7 agents)."""
+
+
+def _check_memory(num_agents: int) -> None:
+    """Refuse, with the estimate, a population that cannot fit in this machine's memory,
+    before allocating anything (``synthetic:99999999999999`` once tried to take 315 TiB)."""
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system: no estimate to compare
+        return
+    need = num_agents * BYTES_PER_AGENT
+    if need > total:
+        raise ValueError(
+            f"num_agents={num_agents:,} needs about {need / 2**30:,.0f} GiB to build (about "
+            f"{BYTES_PER_AGENT} bytes per agent) and this machine has {total / 2**30:,.0f} GiB "
+            f"of memory; choose at most {total // BYTES_PER_AGENT:,} agents."
         )
