@@ -130,3 +130,18 @@ def test_a_target_that_requires_grad_trains(graph):
     history = Trainer(model(), lr=0.05).fit(target, train=slice(0, 15), val=slice(15, 20),
                                             epochs=2)  # fmt: skip
     assert len(history.loss) == 2 and all(math.isfinite(v) for v in history.loss)
+
+
+def test_a_stray_word_in_a_numeric_column_is_an_error_naming_its_line(tmp_path):
+    """One 'unknown' among ages used to recode the whole column as categories (5, 10, 30 ->
+    2, 0, 1) without a word."""
+    nodes = tmp_path / "people.csv"
+    nodes.write_text("id,age,sex\n0,5,f\n1,10,m\n2,unknown,f\n3,30,m\n")
+    with pytest.raises(ValueError, match=r"people.csv:4.*'age'.*'unknown'.*category"):
+        read_node_table(nodes)
+    table = read_node_table(nodes, columns={"age": "category", "sex": "category"})
+    assert table.categories["age"] == ["10", "30", "5", "unknown"]
+    nodes.write_text("id,age,sex\n0,5,f\n1,10,m\n2,,f\n3,30,m\n")  # a missing value: NaN
+    table = read_node_table(nodes)
+    assert table["age"][[0, 1, 3]].tolist() == [5.0, 10.0, 30.0]
+    assert table["age"][2].isnan() and table.categories["sex"] == ["f", "m"]

@@ -641,6 +641,22 @@ def _check_ids(
     return n, torch.from_numpy(order)
 
 
+def _refuse_stray_text(values: list[str], where: Callable[[int], str], name: str) -> None:
+    """A column whose filled cells are mostly numbers but not all is an error naming the
+    first cell that is not: typed as a category, ages 5, 10, 30 would silently become the
+    codes 2, 0, 1 because of one stray ``unknown``."""
+    filled = [k for k, v in enumerate(values) if v.strip()]
+    numeric = [k for k in filled if _is_number(values[k])]
+    if filled and numeric and len(numeric) * 2 >= len(filled) and len(numeric) < len(filled):
+        bad = next(k for k in filled if not _is_number(values[k]))
+        raise ValueError(
+            f"{where(bad)}: column {name!r} holds numbers ({len(numeric)} of {len(filled)} "
+            f"filled cells) but this cell is {values[bad]!r}; fix it, leave it empty for a "
+            f"missing value (float columns), or declare the column a category with "
+            f"columns={{{name!r}: 'category'}}."
+        )
+
+
 def _parse_text(
     values: list[str], dtype: torch.dtype | str | None, where: Callable[[int], str], name: str
 ) -> tuple[Tensor, list[Any] | None]:
@@ -651,6 +667,7 @@ def _parse_text(
                 return _parse_text(values, guess, where, name)
             except ValueError:
                 continue
+        _refuse_stray_text(values, where, name)
         dtype = "category"
     if dtype == "category":
         if "" in values:
