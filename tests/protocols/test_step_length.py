@@ -99,7 +99,8 @@ def _epidemic(protocol, graph, days: int, mode: str, replicates: int | None = No
     with torch.no_grad():
         traj = simulate(
             protocol, graph, round(days / protocol.dt), initial_infected=20, seed=0, mode=mode,
-            replicates=replicates, dtype=torch.float64,
+            replicates=replicates,
+            dtype=torch.float64 if mode == "expected" else torch.float32,  # 0/1 states: exact
         )  # fmt: skip
     c = traj.counts
     infected = (n - c["S"] - c["R"] - c["M"]) / n
@@ -154,12 +155,13 @@ def test_expected_epidemic_converges_as_dt_halves(build, agents):
 @pytest.mark.parametrize("model", ["seirm", "staged"])
 def test_epidemic_on_100k_agents_converges_as_dt_halves(model, mode):
     """The issue's acceptance check: 100,000 agents, final size and peak at dt = 1, 0.5, 0.25:
-    the differences shrink (or, in stochastic mode, the last one is within the noise of the
-    mean of 8 runs) and dt = 0.5 is within 2 % of dt = 0.25."""
+    the differences shrink in expected mode and dt = 0.5 is within 2 % of dt = 0.25 in both
+    (in stochastic mode the differences are at the noise of the means of 8 or 2 runs)."""
     graph = _population(100_000)
     build = (lambda dt: SEIRM(2.0, 0.01, dt=dt)) if model == "seirm" else (
         lambda dt: StagedSEIRM(0.25, dt=dt))  # fmt: skip
-    replicates = 8 if mode == "stochastic" else None
+    # StagedSEIRM keeps ~1,600 waiting slots per agent at dt = 0.25: 2 runs as columns
+    replicates = None if mode == "expected" else (8 if model == "seirm" else 2)
     values = [_epidemic(build(dt), graph, 150, mode, replicates) for dt in STEPS]
     for k in range(2):
         v = [x[k] for x in values]
