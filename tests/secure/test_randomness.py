@@ -199,3 +199,63 @@ def test_a_party_process_receives_no_owner():
     results = launch(_inspect_process, 2, owner=_Canary(), timeout=120)
     for found, shape in results:
         assert found == [] and tuple(shape) == (1, 40)
+
+
+def test_a_stream_moves_to_derived_keys_instead_of_running_out(monkeypatch):
+    """The dealer keeps one stream for a whole run: past an epoch it continues under a key
+    derived from its own, never exhausting ChaCha20's block counter."""
+    from lpm_graph.secure import prg
+
+    monkeypatch.setattr(prg, "EPOCH_BYTES", 128)
+    key = bytes(range(32))
+    got = KeyStream(key).bytes(300).numpy().tobytes()
+    second = derive_key(key, "epoch", 1)
+    third = derive_key(key, "epoch", 2)
+    expected = (
+        b"".join(_chacha20_block(key, b, bytes(12)) for b in range(2))
+        + b"".join(_chacha20_block(second, b, bytes(12)) for b in range(2))
+        + _chacha20_block(third, 0, bytes(12))[:44]
+    )
+    assert got == expected
+
+
+def test_a_forked_copy_of_a_stream_refuses():
+    import os
+
+    stream = KeyStream(bytes(32))
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its copy must not repeat the parent's words
+        try:
+            stream.words((4,))
+            os.write(write, b"read")
+        except RuntimeError:
+            os.write(write, b"refused")
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 16) == b"refused"
+    assert stream.words((4,)).numel() == 4  # the parent's own stream still works
+
+
+def test_float32_uniforms_stay_below_one():
+    u = KeyStream(bytes(range(32))).uniform((200_000,), torch.float32)
+    assert float(u.max()) < 1.0 and float(u.min()) >= 0.0
+
+
+def test_default_keys_come_from_os_entropy(monkeypatch):
+    """A default dealer's key is os.urandom's, not a seed: with a predictable 'entropy'
+    source two default dealers agree, so nothing else feeds their keys."""
+    from lpm_graph.secure import prg
+
+    calls = []
+
+    def fake_urandom(n):
+        calls.append(n)
+        return bytes(n)
+
+    monkeypatch.setattr(prg.os, "urandom", fake_urandom)
+    a, b = Dealer(2).triple((16,)), Dealer(2).triple((16,))
+    assert calls and torch.equal(a["a"], b["a"])  # both keyed by the (fake) entropy alone
+    owner = SIRInputs(10, 1)
+    first = owner("draw", 0)[0]
+    assert torch.equal(SIRInputs(10, 1)("draw", 0)[0], first)  # owners' keys too

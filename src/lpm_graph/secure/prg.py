@@ -21,6 +21,7 @@ import math
 import os
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 
 KEY_BYTES = 32
 _BLOCK = 64  # bytes of one ChaCha20 block
-_MAX_BYTES = 2**32 * _BLOCK  # the 32-bit block counter of one key and nonce
+EPOCH_BYTES = 2**32 * _BLOCK // 2  # half of what the 32-bit block counter allows per key
 _ZEROS = memoryview(bytes(1 << 20))  # plaintext of the keystream, 1 MiB at a time
 _INFO = b"lpm-graph/secure/v1"
 
@@ -68,32 +69,51 @@ def derive_key(master: bytes, *labels: object) -> bytes:
 class KeyStream:
     """The ChaCha20 keystream of one key (nonce 0), read in order as uniform 64-bit words.
 
-    A key is used by one stream only (derive a new one per use with :func:`derive_key`), and
-    one stream gives at most 256 GiB (the 32-bit block counter); asking for more raises.
+    A key is used by one stream only (derive a new one per use with :func:`derive_key`). The
+    first :data:`EPOCH_BYTES` come from the key itself (RFC 8439's keystream); each further
+    epoch from a key derived from it (``derive_key(key, "epoch", e)``), so a stream never
+    reaches ChaCha20's 32-bit block counter, however long the run. A stream belongs to the
+    process that made it: read in a forked copy it would repeat the parent's words (two
+    parties' "fresh" shares equal), so it refuses.
     """
 
     def __init__(self, key: bytes) -> None:
         if len(key) != KEY_BYTES:
             raise ValueError(f"a ChaCha20 key has {KEY_BYTES} bytes, got {len(key)}.")
+        self._key = key
+        self._pid = os.getpid()
+        self._epoch = 0
+        self._used = 0  # bytes read in this epoch
+        self._cipher = self._start(key)
+
+    @staticmethod
+    def _start(key: bytes) -> Any:
         nonce = bytes(16)  # 4-byte block counter (from 0) and a 12-byte nonce
-        self._cipher = Cipher(algorithms.ChaCha20(key, nonce), mode=None).encryptor()
-        self._used = 0
+        return Cipher(algorithms.ChaCha20(key, nonce), mode=None).encryptor()
 
     def __getstate__(self) -> object:
         raise TypeError("a KeyStream holds a secret key and is never pickled.")
 
     def bytes(self, n: int) -> Tensor:
         """The next ``n`` bytes of the keystream, a uint8 tensor on the CPU."""
-        if self._used + n > _MAX_BYTES:
-            raise RuntimeError("this key's keystream is exhausted (256 GiB); derive a new key.")
+        if os.getpid() != self._pid:
+            raise RuntimeError(
+                "this KeyStream was made in another process and copied here by fork(): its "
+                "words would repeat the other copy's. Make sessions and dealers after forking, "
+                "or start processes with the 'spawn' method (lpm_graph.secure.launch does)."
+            )
         out = torch.empty(n, dtype=torch.uint8)
         view = out.numpy()
         done = 0
         while done < n:
-            step = min(n - done, len(_ZEROS))
+            if self._used == EPOCH_BYTES:  # the next epoch: a derived key, counter from 0
+                self._epoch += 1
+                self._cipher = self._start(derive_key(self._key, "epoch", self._epoch))
+                self._used = 0
+            step = min(n - done, len(_ZEROS), EPOCH_BYTES - self._used)
             self._cipher.update_into(_ZEROS[:step], view[done : done + step])
             done += step
-        self._used += n
+            self._used += step
         return out
 
     def words(self, shape: tuple[int, ...], device: torch.device | str | None = None) -> Tensor:
@@ -106,9 +126,11 @@ class KeyStream:
         return out if device is None else out.to(device)
 
     def uniform(self, shape: tuple[int, ...], dtype: torch.dtype = torch.float64) -> Tensor:
-        """Uniform numbers in ``[0, 1)`` with 53 random bits (a multiple of ``2^-53``)."""
-        top = torch.bitwise_right_shift(self.words(shape), 11) & ((1 << 53) - 1)
-        return (top.to(torch.float64) * 2.0**-53).to(dtype)
+        """Uniform numbers in ``[0, 1)``: multiples of ``2^-b`` with ``b`` random bits, the
+        dtype's precision (53 for float64, 24 for float32), so none rounds up to 1."""
+        bits = {torch.float64: 53, torch.float32: 24, torch.float16: 11, torch.bfloat16: 8}[dtype]
+        top = torch.bitwise_right_shift(self.words(shape), 64 - bits) & ((1 << bits) - 1)
+        return (top.to(torch.float64) * 2.0**-bits).to(dtype)
 
 
 class KeyStreams:
