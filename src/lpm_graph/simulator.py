@@ -371,12 +371,13 @@ class Simulator(nn.Module):
         except (ValueError, TypeError):
             reference = None  # a protocol whose start needs more than a count
         if reference is not None:
+            # more keys are allowed: a protocol may read outside inputs from the state (a
+            # behaviour model reads an epidemic's "I")
             missing = sorted(set(reference) - set(state))
-            unknown = sorted(set(state) - set(reference))
-            if missing or unknown:
+            if missing:
                 raise ValueError(
-                    f"state does not match {type(self.protocol).__name__}'s state: missing "
-                    f"{missing}, unknown {unknown}; its keys are {sorted(reference)} (see "
+                    f"state lacks {missing} of {type(self.protocol).__name__}'s state; its keys "
+                    f"are {sorted(reference)}, the state given has {sorted(state)} (see "
                     f"protocol.initial_state(...) for the layout)."
                 )
             for key, want in reference.items():
