@@ -145,3 +145,19 @@ def test_a_stray_word_in_a_numeric_column_is_an_error_naming_its_line(tmp_path):
     table = read_node_table(nodes)
     assert table["age"][[0, 1, 3]].tolist() == [5.0, 10.0, 30.0]
     assert table["age"][2].isnan() and table.categories["sex"] == ["f", "m"]
+
+
+def test_an_absurd_id_names_its_line(tmp_path):
+    """An edge file with the id 100000000000000 became a graph of 10^14 nodes."""
+    edges = tmp_path / "contacts.csv"
+    edges.write_text("0,1\n1,2\n2,100000000000000\n")
+    with pytest.raises(ValueError, match=r"100000000000000.*line 3.*num_nodes="):
+        read_edge_list(edges)
+    big = tmp_path / "big.csv"
+    big.write_text("0,1\n1,20000000\n")
+    with pytest.raises(ValueError, match="num_nodes="):
+        read_edge_list(big)
+    assert read_edge_list(big, num_nodes=20_000_001).num_nodes() == 20_000_001  # meant
+    sparse = tmp_path / "sparse.csv"
+    sparse.write_text("0,1\n5,9000000\n")  # below the floor: ids need not be dense
+    assert read_edge_list(sparse).num_nodes() == 9_000_001

@@ -159,6 +159,12 @@ def _load_edges(
     return _text_edges(path, delimiter, weighted, skip_header)
 
 
+ABSURD_ID_FACTOR = 1000
+ABSURD_ID_FLOOR = 10_000_000
+"""Without ``num_nodes``, an edge list whose largest id exceeds both 10 million and 1,000
+times the ids it holds is refused as absurd (``num_nodes=`` says it is meant)."""
+
+
 def _edge_graph(
     edges: _Edges,
     path: Path,
@@ -171,6 +177,18 @@ def _edge_graph(
     src, dst = edges.src, edges.dst
     if num_nodes is None:
         num_nodes = int(max(src.max(), dst.max())) + 1 if src.size else 0
+        # ids far beyond what the file could number (an id like 100000000000000 would make a
+        # graph of 1e14 nodes, almost all without a contact): name the line instead
+        limit = max(ABSURD_ID_FLOOR, ABSURD_ID_FACTOR * 2 * src.size)
+        if num_nodes > limit:
+            ids = np.maximum(src, dst)
+            pos = int(ids.argmax())
+            raise ValueError(
+                f"{path}: node id {int(ids[pos])} ({edges.locate(pos)}) would make a graph of "
+                f"{num_nodes:,} nodes for {src.size:,} edges; node ids must be 0..N-1. Relabel "
+                "the ids to 0..N-1, or pass num_nodes= if the graph really has that many "
+                "nodes."
+            )
     num_nodes = _check_num_nodes(num_nodes)
     bad_src, bad_dst = (src < 0) | (src >= num_nodes), (dst < 0) | (dst >= num_nodes)
     bad = bad_src | bad_dst
