@@ -96,7 +96,7 @@ def _secure(session):
 def test_parties_get_their_own_rows_of_the_same_shares_as_the_local_dealer(parties):
     results = launch(_party, parties, seed=SEED, owner=_owner, timeout=120, force_insecure=True)
 
-    reference = Dealer(parties, SEED, _owner, FRAC_BITS)
+    reference = Dealer(parties, seed=SEED, owner=_owner, frac_bits=FRAC_BITS)
     expected = [reference.make(kind, shape, **kwargs) for kind, shape, kwargs in REQUESTS]
     expected_inputs = [reference.input(name, step) for name, step in INPUTS]
     with pytest.raises(KeyError):

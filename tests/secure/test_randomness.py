@@ -259,3 +259,12 @@ def test_default_keys_come_from_os_entropy(monkeypatch):
     owner = SIRInputs(10, 1)
     first = owner("draw", 0)[0]
     assert torch.equal(SIRInputs(10, 1)("draw", 0)[0], first)  # owners' keys too
+
+
+def test_a_seed_is_never_positional():
+    """Dealer(2, 0) or SIRInputs(n, k, 0) would select the insecure reproducible mode by
+    accident: the seed is keyword-only."""
+    with pytest.raises(TypeError):
+        Dealer(2, 0)  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        SIRInputs(10, 1, 0)  # type: ignore[misc]

@@ -100,6 +100,7 @@ class Dealer:
     def __init__(
         self,
         parties: int,
+        *,
         seed: int | Randomness | None = None,
         owner: InputOwner | None = None,
         frac_bits: int = FRAC_BITS,

@@ -302,7 +302,9 @@ def _connect(rank: int, setup: _Setup, store: dist.Store | None = None) -> Sessi
         timeout=timedelta(seconds=setup.timeout),
     )
     if rank == setup.parties:
-        serve_dealer(Dealer(setup.parties, setup.seed, setup.owner, setup.frac_bits))
+        serve_dealer(
+            Dealer(setup.parties, seed=setup.seed, owner=setup.owner, frac_bits=setup.frac_bits)
+        )
         dist.destroy_process_group()
         return None
     device = torch.device(setup.device or "cpu")

@@ -81,6 +81,7 @@ class SEIRMInputs:
         protocol: SEIRM,
         num_agents: int,
         initial_infected: object,
+        *,
         seed: int | Randomness | None = None,
         draw_bits: int = 24,
     ) -> None:

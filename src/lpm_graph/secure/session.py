@@ -147,7 +147,9 @@ class Session:
         self.frac_bits = frac_bits
         randomness = as_randomness(seed)
         if transport is None:
-            transport = LocalTransport(Dealer(parties, randomness, owner, frac_bits, device))
+            dealer = Dealer(parties, seed=randomness, owner=owner, frac_bits=frac_bits,
+                            device=device)  # fmt: skip
+            transport = LocalTransport(dealer)
         self.transport = transport
         self.parties = transport.parties
         self.local = transport.local

@@ -78,6 +78,7 @@ class SIRInputs:
         self,
         num_agents: int,
         initial_infected: object,
+        *,
         seed: int | Randomness | None = None,
         draw_bits: int = _DECISION_BITS,
     ) -> None:
