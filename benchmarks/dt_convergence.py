@@ -86,10 +86,6 @@ def run(model: str, graph, r: float, dt: float, mode: str, days: int, replicates
     return out
 
 
-def replicates_of(args: argparse.Namespace) -> int:
-    return args.replicates
-
-
 def relative(a: float, b: float) -> float:
     return abs(a - b) / abs(b) if b else float("inf")
 
@@ -124,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             for dt in STEP_LENGTHS:
                 o = out[dt] = run(model, graph, r, dt, mode, args.days, args.replicates,
                                   args.initial_infected)  # fmt: skip
-                stochastic_columns = mode == "stochastic" and replicates_of(args) > 1
+                stochastic_columns = mode == "stochastic" and args.replicates > 1
                 se = (lambda v: f" ± {v:.4f}") if stochastic_columns else (lambda v: "")
                 rows.append(f"| {model} (R={r:g}) | {mode} | {dt:g} | {o.final_size:.4f}"
                             f"{se(o.final_size_se)} | {o.peak:.4f}{se(o.peak_se)} | "

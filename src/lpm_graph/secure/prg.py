@@ -179,15 +179,19 @@ class Randomness:
         """The master key of ``role`` (``"dealer"``, ``"owner"``, ``"session"``, ...)."""
         if self.seed is None:
             return os.urandom(KEY_BYTES)
+        self.warn(role)
+        seed = self.seed.to_bytes(16, "little", signed=True)
+        return derive_key(bytes(KEY_BYTES), "INSECURE-REPRODUCIBLE", seed.hex(), role)
+
+    def warn(self, role: str) -> None:
+        """Warn and log that ``role``'s randomness follows from the seed (reproducible)."""
         message = (
             f"secure randomness of {role!r} is derived from seed {self.seed}: reproducible and "
             "NOT private (anyone who knows or guesses the seed learns every share and private "
             "draw). Use it for tests only; leave the seed out for a private run."
         )
-        warnings.warn(message, InsecureRandomnessWarning, stacklevel=3)
+        warnings.warn(message, InsecureRandomnessWarning, stacklevel=4)
         log.warning(message)
-        seed = self.seed.to_bytes(16, "little", signed=True)
-        return derive_key(bytes(KEY_BYTES), "INSECURE-REPRODUCIBLE", seed.hex(), role)
 
 
 def as_randomness(seed: int | Randomness | None) -> Randomness:
@@ -216,13 +220,13 @@ class OwnerRandomness:
         self.randomness = as_randomness(seed)
         self._keys: KeyStreams | None = None
         if self.randomness.is_reproducible:
-            self.randomness.master_key("owner")  # warns now, where the seed is given
+            self.randomness.warn("owner")  # now, where the seed is given
 
     def streams(self) -> KeyStreams | RandomStreams:
         if self.randomness.is_reproducible:
             return RandomStreams(self.randomness.seed)
         if self._keys is None:
-            self._keys = KeyStreams(os.urandom(KEY_BYTES))
+            self._keys = KeyStreams(self.randomness.master_key("owner"))
         return self._keys
 
     def __getstate__(self) -> dict[str, object]:

@@ -211,12 +211,10 @@ class _SecureStep:
         hazards = {"E": protocol.exposed_hazard, "I": protocol.infectious_hazard}
         self.hazard = {s: h.detach().to(f64) for s, h in hazards.items()}
         self.exit_threshold = {s: _threshold(h, None) for s, h in self.hazard.items()}
-        kernel = protocol.kernel_rate().detach().to(f64)  # per day: lambda dt multiplies by dt
-        a_e, a_i = protocol.stage_infectiousness.detach().to(f64)
-        k_e, k_i = (h.numel() for h in hazards.values())
         self.history = not self.fixed["E"]
-        if self.history:
-            self.kernel = _pad(kernel, kernel.numel())
+        if self.history:  # per day: lambda dt multiplies by dt
+            self.kernel = protocol.kernel_rate().detach().to(f64)
+            a_e, a_i = protocol.stage_infectiousness.detach().to(f64)
             self.stage_weight = (float(a_e), float(a_i))
         else:  # the infection age follows from the slot
             self.slot_weight = {
