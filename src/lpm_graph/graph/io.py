@@ -664,11 +664,12 @@ def _refuse_stray_text(values: list[str], where: Callable[[int], str], name: str
     first cell that is not: typed as a category, ages 5, 10, 30 would silently become the
     codes 2, 0, 1 because of one stray ``unknown``."""
     filled = [k for k, v in enumerate(values) if v.strip()]
-    numeric = [k for k in filled if _is_number(values[k])]
-    if filled and numeric and len(numeric) * 2 >= len(filled) and len(numeric) < len(filled):
-        bad = next(k for k in filled if not _is_number(values[k]))
+    stray = [k for k in filled if not _is_number(values[k])]
+    numeric = len(filled) - len(stray)
+    if stray and numeric and numeric * 2 >= len(filled):
+        bad = stray[0]
         raise ValueError(
-            f"{where(bad)}: column {name!r} holds numbers ({len(numeric)} of {len(filled)} "
+            f"{where(bad)}: column {name!r} holds numbers ({numeric} of {len(filled)} "
             f"filled cells) but this cell is {values[bad]!r}; fix it, leave it empty for a "
             f"missing value (float columns), or declare the column a category with "
             f"columns={{{name!r}: 'category'}}."

@@ -283,7 +283,7 @@ def _serve(dealer: Dealer, op: int, request: _Reader) -> tuple[dict[str, Tensor]
 @dataclass(frozen=True)
 class _Setup:
     parties: int
-    seed: Randomness  # where each role's key comes from (drawn inside its own process)
+    randomness: Randomness  # where each role's key comes from (drawn in its own process)
     owner: InputOwner | None
     frac_bits: int
     timeout: float
@@ -303,7 +303,8 @@ def _connect(rank: int, setup: _Setup, store: dist.Store | None = None) -> Sessi
     )
     if rank == setup.parties:
         serve_dealer(
-            Dealer(setup.parties, seed=setup.seed, owner=setup.owner, frac_bits=setup.frac_bits)
+            Dealer(setup.parties, seed=setup.randomness, owner=setup.owner,
+                   frac_bits=setup.frac_bits)  # fmt: skip
         )
         dist.destroy_process_group()
         return None
@@ -313,7 +314,7 @@ def _connect(rank: int, setup: _Setup, store: dist.Store | None = None) -> Sessi
         torch.cuda.set_device(device)
     transport = DistributedTransport(setup.parties)
     session = Session(
-        seed=setup.seed, frac_bits=setup.frac_bits, transport=transport, device=device
+        seed=setup.randomness, frac_bits=setup.frac_bits, transport=transport, device=device
     )
     if session.local != (rank,):
         raise RuntimeError(f"party {rank}'s session serves parties {session.local}, not ({rank},).")
