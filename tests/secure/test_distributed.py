@@ -1,5 +1,6 @@
-"""One compute party per process: each party gets its own row of exactly the shares the
-in-process dealer makes with the same seed, exchanges work in one round, failures surface."""
+"""One role per process: each party gets its own row of exactly the shares the in-process
+dealer and data owner make with the same seed, exchanges work in one round, failures
+surface."""
 
 import time
 
@@ -9,6 +10,8 @@ import torch.distributed as dist
 
 from lpm_graph.secure.dealer import Dealer
 from lpm_graph.secure.distributed import DistributedTransport, launch
+from lpm_graph.secure.owner import DataOwner, OwnerRole
+from lpm_graph.secure.prg import Randomness
 from lpm_graph.secure.ring import FRAC_BITS, decode
 from lpm_graph.secure.session import LocalTransport, Session
 
@@ -55,9 +58,9 @@ def _party(session):
         inputs.append((transport.exchange([shares])[0], bits))
     try:
         transport.input("missing", None)
-        dealer_error = ""
+        owner_error = ""
     except RuntimeError as error:
-        dealer_error = str(error)
+        owner_error = str(error)
     after_error = transport.correlation("triple", (2,))  # the dealer still serves, in step
     after_error = dict(zip(after_error, transport.exchange(list(after_error.values()))))
 
@@ -77,11 +80,12 @@ def _party(session):
         "rows": rows,
         "correlations": correlations,
         "inputs": inputs,
-        "dealer_error": dealer_error,
+        "owner_error": owner_error,
         "after_error": after_error,
         "mixed": mixed,
         "mixed_rounds": len(calls),
         "dealer_bytes": transport.dealer_bytes(),
+        "owner_bytes": transport.owner_bytes(),
         "secure": secure,
     }
 
@@ -96,13 +100,14 @@ def _secure(session):
 def test_parties_get_their_own_rows_of_the_same_shares_as_the_local_dealer(parties):
     results = launch(_party, parties, seed=SEED, owner=_owner, timeout=120, force_insecure=True)
 
-    reference = Dealer(parties, seed=SEED, owner=_owner, frac_bits=FRAC_BITS)
+    reference = Dealer(parties, seed=SEED)
+    owner = OwnerRole(DataOwner(_owner), parties, FRAC_BITS, Randomness.reproducible(SEED))
     expected = [reference.make(kind, shape, **kwargs) for kind, shape, kwargs in REQUESTS]
-    expected_inputs = [reference.input(name, step) for name, step in INPUTS]
+    expected_inputs = [owner.share(name, step) for name, step in INPUTS]
     with pytest.raises(KeyError):
-        reference.input("missing", None)
+        owner.share("missing", None)
     expected_after = reference.make("triple", (2,))
-    expected_secure = _secure(Session(transport=LocalTransport(reference), seed=SEED))
+    expected_secure = _secure(Session(transport=LocalTransport(reference, [owner]), seed=SEED))
 
     assert len(results) == parties
     for rank, result in enumerate(results):
@@ -115,9 +120,10 @@ def test_parties_get_their_own_rows_of_the_same_shares_as_the_local_dealer(parti
         for (got, bits), (want, want_bits) in zip(result["inputs"], expected_inputs, strict=True):
             assert bits == want_bits
             assert torch.equal(got, want)
-        assert "KeyError" in result["dealer_error"]
-        assert "private input 'missing'" in result["dealer_error"]
-        assert "no private input" not in result["dealer_error"]  # the owner's message stays
+        assert result["owner_error"].startswith(f"data owner 0 (rank {parties + 1})")
+        assert "KeyError" in result["owner_error"]
+        assert "private input 'missing'" in result["owner_error"]
+        assert "no private input" not in result["owner_error"]  # the owner's message stays
         assert all(torch.equal(result["after_error"][k], expected_after[k]) for k in "abc")
         assert all(map(torch.equal, result["secure"], expected_secure))  # bit for bit
         assert result["dealer_bytes"] == reference.bytes_dealt // parties
@@ -132,6 +138,7 @@ def test_parties_get_their_own_rows_of_the_same_shares_as_the_local_dealer(parti
         assert flags.flatten().tolist() == [r % 2 == 0 for r in range(parties)]
 
     assert sum(r["dealer_bytes"] for r in results) == reference.bytes_dealt
+    assert sum(r["owner_bytes"] for r in results) == owner.bytes_sent
     product, greater = expected_secure
     assert torch.allclose(product, (X * (X + 3)).double(), atol=1e-3)
     assert greater.tolist() == [[1.0, 1.0], [1.0, 1.0]]

@@ -1,7 +1,8 @@
 """Secure message passing: private agents' states as additive secret shares.
 
 ``K >= 2`` non-colluding parties hold additive shares (in the ring of 64-bit integers) of the
-private node states; the topology and the parameters are public. Sum aggregation runs on each
+private node states, which reach them only as shares from the agents' data owners; the
+topology and the parameters are public. Sum aggregation runs on each
 party's shares with no communication; products of private values use Beaver triples from a
 dealer; an infection draw is one secure comparison ``lambda_i > E_i`` against the agent's
 private ``E_i ~ Exp(1)``. Only declared aggregates, masks (uniformly random), the loss and
@@ -17,6 +18,7 @@ from .audit import KINDS, AuditLog, Opening
 from .dealer import Dealer
 from .distributed import DistributedTransport, launch, session_from_env
 from .layers import SecureProtocolLayer, secure_propagate
+from .owner import DataOwner
 from .prg import InsecureRandomnessWarning, KeyStream, OwnerRandomness, Randomness
 from .ring import FRAC_BITS, decode, encode
 from .seirm import SEIRMInputs, secure_seirm
@@ -29,6 +31,7 @@ __all__ = [
     "KINDS",
     "AuditLog",
     "CostReport",
+    "DataOwner",
     "Dealer",
     "DistributedTransport",
     "InsecureRandomnessWarning",

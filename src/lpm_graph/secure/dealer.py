@@ -1,40 +1,34 @@
-"""The dealer: correlated randomness (Beaver triples, truncation pairs, random bits) and the
-private inputs of the agents, split into additive shares.
+"""The dealer: correlated randomness (Beaver triples, truncation pairs, random bits), split
+into additive shares.
 
-The dealer is a party of its own that must not collude with the compute parties (the usual
-trusted-dealer / offline-phase model). It also stands in for the agents: an agent's private
-values (its initial state, its private random draws) reach the compute parties only as shares,
-made where the value is known. With the in-process transport the dealer is an object in the same
-process; with the multi-process transport it is a separate process that sends each party its
-own shares and nothing else. Its randomness is a ChaCha20 keystream under a key it draws from
-OS entropy (:mod:`~lpm_graph.secure.prg`); only the insecure reproducible mode
-(``Randomness.reproducible(seed)``, tests only) makes the same shares again.
+The dealer is a role of its own that must not collude with the compute parties (the usual
+trusted-dealer / offline-phase model). It never receives an input: agents' private values
+reach the parties from their data owners (:mod:`~lpm_graph.secure.owner`), and what the
+dealer makes does not depend on any private value. With the in-process transport the dealer
+is an object in the same process; with the multi-process transport it is a separate process
+that sends each party its own shares and nothing else. Its randomness is a ChaCha20
+keystream under a key it draws from OS entropy (:mod:`~lpm_graph.secure.prg`); only the
+insecure reproducible mode (``Randomness.reproducible(seed)``, tests only) makes the same
+shares again.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
 from .prg import KeyStream, Randomness, as_randomness, derive_key
-from .ring import FRAC_BITS, encode_scaled, logical_shift_right, random_ring
+from .ring import logical_shift_right, random_ring
 
 __all__ = [
     "Correlation",
     "Dealer",
-    "InputOwner",
     "split_additive",
     "split_xor",
 ]
-
-InputOwner = Callable[[str, "int | None"], "tuple[Tensor, int] | Tensor"]
-"""``owner(name, step) -> value`` or ``(value, frac_bits)``: a private input in plaintext, as
-known to its owner (the agents). Float values are encoded with the session's fractional bits,
-integer and bool values exactly (scale 0)."""
 
 
 def split_additive(value: Tensor, parties: int, stream: KeyStream) -> Tensor:
@@ -81,7 +75,7 @@ class Correlation:
 
 
 class Dealer:
-    """Makes correlated randomness and shares private inputs for ``parties`` parties.
+    """Makes correlated randomness for ``parties`` parties (never an input).
 
     Every method returns the shares of all parties, ``[parties, *shape]`` per part; a transport
     hands each party its own slice.
@@ -92,8 +86,6 @@ class Dealer:
             :meth:`Randomness.reproducible <lpm_graph.secure.prg.Randomness.reproducible>`:
             derived from the seed, the same shares every time: **not private**, tests only
             (warns with :class:`~lpm_graph.secure.prg.InsecureRandomnessWarning`).
-        owner: the agents' private inputs (see :data:`InputOwner`), or ``None``.
-        frac_bits: fractional bits for float inputs.
         device: where shares are made.
     """
 
@@ -102,15 +94,11 @@ class Dealer:
         parties: int,
         *,
         seed: int | Randomness | None = None,
-        owner: InputOwner | None = None,
-        frac_bits: int = FRAC_BITS,
         device: torch.device | str | None = None,
     ) -> None:
         if parties < 2:
             raise ValueError(f"secret sharing needs at least 2 parties, got {parties}.")
         self.parties = parties
-        self.owner = owner
-        self.frac_bits = frac_bits
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.randomness = as_randomness(seed)
         self._stream = KeyStream(derive_key(self.randomness.master_key("dealer"), "dealer"))
@@ -151,18 +139,6 @@ class Dealer:
         """A uniformly random bit, XOR-shared (in bit 0) and additively shared."""
         r = self._random(shape) & 1
         return {"binary": self._split(r, xor=True), "arithmetic": self._split(r)}
-
-    def input(self, name: str, step: int | None) -> tuple[Tensor, int]:
-        """Shares of the owner's private input ``name`` (at ``step``) and its fractional bits."""
-        if self.owner is None:
-            raise RuntimeError(
-                f"private input {name!r} was requested but the dealer has no owner; pass "
-                "owner= (a function (name, step) -> value) to the session."
-            )
-        out = self.owner(name, step)
-        value, bits = out if isinstance(out, tuple) else (out, None)
-        encoded, bits = encode_scaled(value, bits, self.frac_bits, self.device)
-        return self._split(encoded), bits
 
     def make(self, kind: str, shape: tuple[int, ...], **kwargs) -> dict[str, Tensor]:
         """Dispatch by kind name (what a remote party asks for)."""

@@ -1,25 +1,32 @@
-"""One compute party per process, over ``torch.distributed``: the transport, the dealer's loop
-and a launcher.
+"""One role per process, over ``torch.distributed``: the transport of a compute party, the
+dealer's and the data owners' loops, and a launcher.
 
-World layout: ranks ``0 .. K-1`` are the compute parties, rank ``K`` is the dealer. The parties
-exchange shares in a process group of their own (the dealer is not in it); the dealer talks to
-each party point to point and sends party ``i`` its own shares and nothing else.
+World layout: ranks ``0 .. K-1`` are the compute parties, rank ``K`` is the dealer and ranks
+``K+1 .. K+M`` are the ``M`` data owners. The parties exchange shares in a process group of
+their own (neither the dealer nor an owner is in it); the dealer and each owner talk to each
+party point to point and send party ``i`` its own shares and nothing else. No process
+receives another role's key, and only an owner's process ever holds its plaintext inputs.
 
-A request for correlated randomness or a private input:
+At the start every owner sends each party the public part of its description (which agents
+it speaks for, the population size), so that the parties know where its shares go.
 
-1. Every party makes the same calls in the same order (SPMD). Party 0 sends the request to the
-   dealer: a small int64 tensor with the operation, the kind or input name, the shape and the
-   integer keyword arguments (all public: the same for every party).
-2. The dealer makes the item with :meth:`Dealer.make` / :meth:`Dealer.input`: the same class,
-   order of requests as :class:`~lpm_graph.secure.LocalTransport` (with a reproducible seed,
-   hence the same shares).
-3. The dealer sends party ``i``, in one message, a header (fractional bits, names and shapes of
-   the parts) and its row ``[1, *shape]`` of every part. If making the item failed, the header
+A request for correlated randomness (to the dealer) or a private input (to every owner):
+
+1. Every party makes the same calls in the same order (SPMD). Party 0 sends the request: a
+   small int64 tensor with the operation, the kind or input name, the shape and the integer
+   keyword arguments (all public: the same for every party).
+2. The dealer makes the item with :meth:`Dealer.make`; an owner shares its input with
+   :meth:`OwnerRole.share <lpm_graph.secure.owner.OwnerRole.share>` (the same classes and
+   order of requests as :class:`~lpm_graph.secure.LocalTransport`, hence, with a reproducible
+   seed, the same shares).
+3. It sends party ``i``, in one message, a header (fractional bits, names and shapes of the
+   parts) and its row ``[1, *shape]`` of every part. If making the item failed, the header
    carries only the exception's type (its message may quote a private input, e.g. a value too
-   large for the ring), every party raises, the dealer logs the traceback and goes on serving.
+   large for the ring), every party raises, the role logs the traceback and goes on serving.
 
-Threat model: semi-honest parties and dealer, the dealer colludes with no party. Channels are
-plain TCP (gloo) or NCCL: run on a trusted network or loopback.
+Threat model: semi-honest parties, dealer and owners; the dealer colludes with no party.
+Channels are plain TCP (gloo) or NCCL: run on a trusted network or loopback (see
+``SECURITY.md`` for separate hosts).
 
 Every message is a 1-D int64 tensor sent as its length, then itself (two ``send`` calls).
 """
@@ -43,12 +50,13 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import Tensor
 
-from .dealer import Dealer, InputOwner
+from .dealer import Dealer
+from .owner import DataOwner, InputOwner, OwnerRole, as_owners, place_shares
 from .prg import Randomness, as_randomness
 from .ring import FRAC_BITS
 from .session import Session, Transport
 
-__all__ = ["DistributedTransport", "launch", "serve_dealer", "session_from_env"]
+__all__ = ["DistributedTransport", "launch", "serve_dealer", "serve_owner", "session_from_env"]
 
 _log = logging.getLogger(__name__)
 
@@ -111,8 +119,9 @@ def _with_header(header: list[int], payload: Tensor | None = None) -> Tensor:
 class DistributedTransport(Transport):
     """The transport of one compute party in its own process.
 
-    Needs an initialised default process group of ``parties + 1`` ranks (rank ``parties`` is the
-    dealer running :func:`serve_dealer`). Made by :func:`launch` and :func:`session_from_env`.
+    Needs an initialised default process group of ``parties + 1 + owners`` ranks (rank
+    ``parties`` is the dealer running :func:`serve_dealer`, the ranks after it the data
+    owners running :func:`serve_owner`). Made by :func:`launch` and :func:`session_from_env`.
 
     Args:
         parties: number of compute parties ``K``.
@@ -126,19 +135,23 @@ class DistributedTransport(Transport):
         if not dist.is_initialized():
             raise RuntimeError("DistributedTransport needs torch.distributed initialised.")
         rank, world = dist.get_rank(), dist.get_world_size()
-        if world != parties + 1 or rank >= parties:
+        if world < parties + 1 or rank >= parties:
             raise ValueError(
                 f"rank {rank} of {world} is not a party of {parties} (ranks 0..{parties - 1} "
-                f"are the parties, rank {parties} the dealer)."
+                f"are the parties, rank {parties} the dealer, the ranks after it the owners)."
             )
         self.parties = parties
         self.rank = rank
         self.local = (rank,)
         self.dealer = parties  # the dealer's rank
-        # only the parties make (and are in) this group: the dealer never sees their exchanges
+        self.owner_ranks = tuple(range(parties + 1, world))
+        # only the parties make (and are in) this group: no other role sees their exchanges
         self.group = dist.new_group(list(range(parties)), use_local_synchronization=True)
         self._dealt = 0
+        self._owned = 0
         self._closed = False
+        # each owner's public description: which agents it speaks for (or all)
+        self.owner_agents = [_read_owner_hello(_recv(r)) for r in self.owner_ranks]
 
     def exchange(self, tensors: Sequence[Tensor]) -> list[Tensor]:
         """All tensors in one ``all_gather``: their bytes in one buffer, whatever the dtypes."""
@@ -172,26 +185,44 @@ class DistributedTransport(Transport):
                     f"correlation keyword {key}={value!r}: only integers travel."
                 ) from None
         request = _words(_CORRELATION, kind, shape, len(kwargs), *extra)
-        parts, _ = self._ask(request, f"{kind!r} of shape {tuple(shape)}")
+        parts, _, size = self._ask(self.dealer, request, f"{kind!r} of shape {tuple(shape)}")
+        self._dealt += size
         return parts
 
     def input(self, name: str, step: int | None) -> tuple[Tensor, int]:
+        if not self.owner_ranks:
+            raise RuntimeError(
+                f"private input {name!r} was requested but the run has no data owner; pass "
+                "owner= or owners= to launch / session_from_env."
+            )
         request = _words(_INPUT, name, step is not None, step or 0)
-        parts, bits = self._ask(request, f"private input {name!r} at step {step}")
-        return parts["shares"], bits
+        parts, bits = [], set()
+        for rank, (agents, n) in zip(self.owner_ranks, self.owner_agents):
+            what = f"private input {name!r} at step {step}"
+            got, b, size = self._ask(rank, request, what)
+            self._owned += size
+            parts.append((got["shares"], agents, n))
+            bits.add(b)
+        if len(bits) != 1:
+            raise ValueError(
+                f"the owners encode {name!r} with different fractional bits {sorted(bits)}."
+            )
+        return place_shares(parts, name), bits.pop()
 
-    def _ask(self, request: list[int], what: str) -> tuple[dict[str, Tensor], int]:
+    def _ask(self, role: int, request: list[int], what: str) -> tuple[dict[str, Tensor], int, int]:
+        """Party 0 sends ``request`` to rank ``role``; every party receives its row of the
+        answer: ``(parts, fractional bits, payload bytes)``."""
         if self._closed:
             raise RuntimeError("the transport is closed.")
         if self.rank == 0:
-            _send(torch.tensor(request, dtype=torch.int64), self.dealer)
-        message = _recv(self.dealer)
+            _send(torch.tensor(request, dtype=torch.int64), role)
+        message = _recv(role)
         size = int(message[0])
         header, payload = _Reader(message[1 : size + 1].tolist()), message[size + 1 :]
         if header.int() == _FAILED:
             raise RuntimeError(
-                f"the dealer could not make {what}: {header.str()} (the traceback is in the "
-                "dealer's log only: its message may quote private inputs)."
+                f"{_who(role, self.parties)} could not make {what}: {header.str()} (the "
+                "traceback is in that role's log only: its message may quote private inputs)."
             )
         bits = header.int()
         parts, start = {}, 0
@@ -203,8 +234,7 @@ class DistributedTransport(Transport):
         if start != payload.numel():
             raise RuntimeError(f"party {self.rank} received shares the header does not describe.")
         self._check_own_rows(parts)
-        self._dealt += payload.numel() * payload.element_size()
-        return parts, bits
+        return parts, bits, payload.numel() * payload.element_size()
 
     def _check_own_rows(self, parts: dict[str, Tensor]) -> None:
         """A party process holds its own row of shares and no other party's."""
@@ -219,34 +249,51 @@ class DistributedTransport(Transport):
         """Bytes of shares this party received from the dealer (headers not counted)."""
         return self._dealt
 
+    def owner_bytes(self) -> int:
+        """Bytes of shares this party received from the data owners (headers not counted)."""
+        return self._owned
+
     def close(self) -> None:
-        """Tell the dealer to stop (party 0) and destroy this process's process groups."""
+        """Tell the dealer and the owners to stop (party 0) and destroy this process's
+        process groups."""
         if self._closed:
             return
         self._closed = True
         if self.rank == 0:
-            _send(torch.tensor([_STOP]), self.dealer)
+            for role in (self.dealer, *self.owner_ranks):
+                _send(torch.tensor([_STOP]), role)
         dist.destroy_process_group()
 
 
-# ---------------------------------------------------------------------- dealer
-def serve_dealer(dealer: Dealer) -> None:
-    """Answer the parties' requests until party 0 says stop (run on rank ``dealer.parties``)."""
-    parties = dealer.parties
-    if dist.get_rank() != parties or dist.get_world_size() != parties + 1:
-        raise ValueError(
-            f"the dealer of {parties} parties runs on rank {parties} of {parties + 1}, not on rank "
-            f"{dist.get_rank()} of {dist.get_world_size()}."
-        )
+def _owner_hello(owner: DataOwner) -> Tensor:
+    """The public description of an owner, as it sends it to every party at the start."""
+    agents, n = owner.public()
+    if agents is None:
+        return torch.tensor([0], dtype=torch.int64)
+    return torch.cat([torch.tensor([1, n], dtype=torch.int64), agents.to(torch.int64).cpu()])
+
+
+def _read_owner_hello(message: Tensor) -> tuple[Tensor | None, int | None]:
+    if int(message[0]) == 0:
+        return None, None
+    return message[2:].clone(), int(message[1])
+
+
+# ---------------------------------------------------------------------- dealer and owners
+def _serve(parties: int, handle: Callable[[int, _Reader], tuple[dict[str, Tensor], int]]) -> None:
+    """Answer party 0's requests until it says stop; each party gets its own rows."""
     while True:
         request = _Reader(_recv(0).tolist())
         op = request.int()
         if op == _STOP:
             return
         try:
-            parts, bits = _serve(dealer, op, request)
+            parts, bits = handle(op, request)
+            for name, part in parts.items():
+                if part.dtype != torch.int64 or part.shape[:1] != (parties,):
+                    raise TypeError(f"{name}: a role sends [parties, ...] int64 shares.")
         except Exception as error:
-            _log.exception("the dealer could not serve a request")
+            _log.exception("could not serve a request")
             failed = _with_header(_words(_FAILED, type(error).__name__))
             for party in range(parties):
                 _send(failed, party)
@@ -259,24 +306,50 @@ def serve_dealer(dealer: Dealer) -> None:
             _send(_with_header(header, payload), party)
 
 
-def _serve(dealer: Dealer, op: int, request: _Reader) -> tuple[dict[str, Tensor], int]:
-    if op == _CORRELATION:
+def serve_dealer(dealer: Dealer) -> None:
+    """Answer the parties' requests for correlated randomness until party 0 says stop (run
+    on rank ``dealer.parties``)."""
+    parties = dealer.parties
+    if dist.get_rank() != parties or dist.get_world_size() < parties + 1:
+        raise ValueError(
+            f"the dealer of {parties} parties runs on rank {parties}, not on rank "
+            f"{dist.get_rank()} of {dist.get_world_size()}."
+        )
+
+    def handle(op: int, request: _Reader) -> tuple[dict[str, Tensor], int]:
+        if op != _CORRELATION:
+            raise ValueError(f"the dealer serves correlated randomness only, not request {op}.")
         kind, shape = request.str(), tuple(request.ints())
         kwargs = {}
         for _ in range(request.int()):
             key = request.str()
             kwargs[key] = request.int()
-        parts, bits = dealer.make(kind, shape, **kwargs), 0
-    elif op == _INPUT:
+        return dealer.make(kind, shape, **kwargs), 0
+
+    _serve(parties, handle)
+
+
+def serve_owner(role: OwnerRole) -> None:
+    """Send every party the owner's public description, then answer requests for its private
+    inputs until party 0 says stop (run on a rank after the dealer's)."""
+    parties = role.parties
+    if dist.get_rank() <= parties:
+        raise ValueError(
+            f"a data owner runs on a rank after the {parties} parties and the dealer, not on "
+            f"rank {dist.get_rank()}."
+        )
+    hello = _owner_hello(role.owner)
+    for party in range(parties):
+        _send(hello, party)
+
+    def handle(op: int, request: _Reader) -> tuple[dict[str, Tensor], int]:
+        if op != _INPUT:
+            raise ValueError(f"a data owner serves private inputs only, not request {op}.")
         name, has_step, step = request.str(), request.int(), request.int()
-        shares, bits = dealer.input(name, step if has_step else None)
-        parts = {"shares": shares}
-    else:
-        raise ValueError(f"unknown request {op}.")
-    for name, part in parts.items():
-        if part.dtype != torch.int64 or part.shape[:1] != (dealer.parties,):
-            raise TypeError(f"{name}: the dealer sends [parties, ...] int64 shares.")
-    return parts, bits
+        shares, bits = role.share(name, step if has_step else None)
+        return {"shares": shares}, bits
+
+    _serve(parties, handle)
 
 
 # ---------------------------------------------------------------------- processes
@@ -284,28 +357,34 @@ def _serve(dealer: Dealer, op: int, request: _Reader) -> tuple[dict[str, Tensor]
 class _Setup:
     parties: int
     randomness: Randomness  # where each role's key comes from (drawn in its own process)
-    owner: InputOwner | None
+    owners: tuple[DataOwner, ...]  # in an owner's process: its own one; elsewhere none
+    num_owners: int
     frac_bits: int
     timeout: float
     backend: str | None
     device: str | None
+    owner_index: int = -1  # which owner this process is (owner processes only)
 
 
 def _connect(rank: int, setup: _Setup, store: dist.Store | None = None) -> Session | None:
-    """Join the world; a party gets its :class:`Session`, the dealer serves and gets ``None``."""
+    """Join the world; a party gets its :class:`Session`; the dealer and the owners serve
+    and get ``None``."""
     dist.init_process_group(
         setup.backend or "gloo",
         init_method=None if store is not None else "env://",
         store=store,
         rank=rank,
-        world_size=setup.parties + 1,
+        world_size=setup.parties + 1 + setup.num_owners,
         timeout=timedelta(seconds=setup.timeout),
     )
     if rank == setup.parties:
-        serve_dealer(
-            Dealer(setup.parties, seed=setup.randomness, owner=setup.owner,
-                   frac_bits=setup.frac_bits)  # fmt: skip
-        )
+        serve_dealer(Dealer(setup.parties, seed=setup.randomness))
+        dist.destroy_process_group()
+        return None
+    if rank > setup.parties:
+        (owner,) = setup.owners
+        index = rank - setup.parties - 1
+        serve_owner(OwnerRole(owner, setup.parties, setup.frac_bits, setup.randomness, index))
         dist.destroy_process_group()
         return None
     device = torch.device(setup.device or "cpu")
@@ -323,28 +402,52 @@ def _connect(rank: int, setup: _Setup, store: dist.Store | None = None) -> Sessi
 
 def session_from_env(
     *,
+    owners: Callable[[], object] | Sequence[Callable[[], object]] = (),
     seed: int | Randomness | None = None,
-    owner: InputOwner | None = None,
     frac_bits: int = FRAC_BITS,
     timeout: float = 600.0,
     backend: str | None = None,
     device: str | None = None,
     force_insecure: bool = False,
 ) -> Session | None:
-    """The session of this process when started by ``torchrun --standalone --nproc-per-node K+1``.
+    """The session of this process when started by ``torchrun --nproc-per-node K+1+M``.
 
-    Ranks ``0 .. K-1`` get their :class:`Session`; the last rank is the dealer: it serves until
-    the parties close their sessions and returns ``None``. Arguments as in :func:`launch`.
+    Ranks ``0 .. K-1`` get their :class:`Session`. Rank ``K`` is the dealer and ranks
+    ``K+1 .. K+M`` the data owners: they serve until the parties close their sessions and
+    return ``None``.
+
+    Every rank runs the same script, so an owner's private data must not be loaded by the
+    script itself: ``owners`` holds one *factory* per owner, ``make() -> InputOwner |
+    DataOwner``, called only in that owner's process (load the private data inside it).
+
+    Args:
+        owners: a factory, or one per data owner (``M`` = their number).
+        seed, frac_bits, timeout, backend, device, force_insecure: as in :func:`launch`.
     """
-    world = int(os.environ["WORLD_SIZE"])
-    randomness = _checked(seed, owner, force_insecure)
-    setup = _Setup(world - 1, randomness, owner, frac_bits, timeout, backend, device)
-    return _connect(int(os.environ["RANK"]), setup)
+    factories = [owners] if callable(owners) else list(owners)
+    world, rank = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
+    parties = world - 1 - len(factories)
+    if parties < 2:
+        raise ValueError(
+            f"WORLD_SIZE={world} with {len(factories)} owners leaves {parties} compute "
+            "parties; start K + 1 + M processes (K >= 2 parties, a dealer, M owners)."
+        )
+    randomness = _checked(seed, [], force_insecure)
+    mine: tuple[DataOwner, ...] = ()
+    if rank > parties:  # this process is an owner: only it builds its owner
+        mine = tuple(as_owners(factories[rank - parties - 1](), None))
+        _checked(seed, mine, force_insecure)
+    setup = _Setup(
+        parties, randomness, mine, len(factories), frac_bits, timeout, backend, device,
+        owner_index=rank - parties - 1 if rank > parties else -1,
+    )  # fmt: skip
+    return _connect(rank, setup)
 
 
 def _process(rank: int, port: int, setup: _Setup, fn: Callable, args: tuple, results) -> None:
     try:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // (setup.parties + 1)))
+        roles = setup.parties + 1 + setup.num_owners
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // roles))
         store = dist.TCPStore(
             "127.0.0.1", port, is_master=False, timeout=timedelta(seconds=setup.timeout)
         )
@@ -360,18 +463,17 @@ def _process(rank: int, port: int, setup: _Setup, fn: Callable, args: tuple, res
 
 
 def _checked(
-    seed: int | Randomness | None, owner: InputOwner | None, force_insecure: bool
+    seed: int | Randomness | None, owners: Sequence[DataOwner], force_insecure: bool
 ) -> Randomness:
-    """The run's randomness; reproducible (seeded) randomness, the dealer's or the owner's
+    """The run's randomness; reproducible (seeded) randomness, the roles' or an owner's
     draws', only with ``force_insecure``."""
     randomness = as_randomness(seed)
-    owner_randomness = getattr(owner, "randomness", None)  # SIRInputs: an OwnerRandomness
-    owner_randomness = getattr(owner_randomness, "randomness", owner_randomness)
-    seeded = [
-        what
-        for what, r in (("seed", randomness), ("the owner's seed", owner_randomness))
-        if isinstance(r, Randomness) and r.is_reproducible
-    ]
+    seeded = ["seed"] if randomness.is_reproducible else []
+    for m, owner in enumerate(owners):
+        r = getattr(owner.inputs, "randomness", None)  # SIRInputs: an OwnerRandomness
+        r = getattr(r, "randomness", r)
+        if isinstance(r, Randomness) and r.is_reproducible:
+            seeded.append(f"owner {m}'s seed")
     if seeded and not force_insecure:
         raise ValueError(
             f"{' and '.join(seeded)} make the run's shares or private draws follow from a "
@@ -383,16 +485,22 @@ def _checked(
 
 
 def _role_part(rank: int, setup: _Setup, fn: Callable, args: tuple) -> tuple:
-    """``(setup, fn, args)`` as process ``rank`` receives them: a party's setup holds no
-    owner (it would hand the party the owner's plaintext attributes), the dealer gets no
-    party function."""
+    """``(setup, fn, args)`` as process ``rank`` receives them: a party and the dealer get no
+    owner, an owner only its own one; only the parties get the party function."""
+    if rank < setup.parties:
+        return replace(setup, owners=()), fn, args
     if rank == setup.parties:
-        return setup, None, ()
-    return replace(setup, owner=None), fn, args
+        return replace(setup, owners=()), None, ()
+    index = rank - setup.parties - 1
+    return replace(setup, owners=(setup.owners[index],), owner_index=index), None, ()
 
 
 def _who(rank: int, parties: int) -> str:
-    return f"party {rank}" if rank < parties else f"the dealer (rank {rank})"
+    if rank < parties:
+        return f"party {rank}"
+    if rank == parties:
+        return f"the dealer (rank {rank})"
+    return f"data owner {rank - parties - 1} (rank {rank})"
 
 
 def launch(
@@ -400,7 +508,8 @@ def launch(
     parties: int = 2,
     *,
     seed: int | Randomness | None = None,
-    owner: InputOwner | None = None,
+    owner: InputOwner | DataOwner | None = None,
+    owners: Sequence[DataOwner] | None = None,
     frac_bits: int = FRAC_BITS,
     args: tuple = (),
     timeout: float = 600.0,
@@ -409,11 +518,14 @@ def launch(
     force_insecure: bool = False,
 ) -> list:
     """Run ``fn(session, *args)`` in ``parties`` processes, one compute party each, with a
-    dealer process; return the parties' return values (party 0 first).
+    dealer process and one process per data owner; return the parties' return values (party
+    0 first). This process is the output receiver: it gets what the parties return.
 
-    ``fn`` and ``owner`` travel to the new processes by pickling: module-level functions or
-    objects. The processes are daemonic (``fn`` cannot start processes of its own). Every party
-    must make the same secure calls in the same order.
+    ``fn`` and the owners travel to the new processes by pickling: module-level functions or
+    objects. Each process receives only its role's part: an owner's process its own owner,
+    the parties ``fn`` and ``args``, the dealer neither. The processes are daemonic (``fn``
+    cannot start processes of its own). Every party must make the same secure calls in the
+    same order.
 
     Args:
         fn: the computation of one party, ``fn(session, *args) -> picklable value``.
@@ -423,7 +535,11 @@ def launch(
             <lpm_graph.secure.prg.Randomness.reproducible>`: the same shares as
             ``Session(parties, seed=seed)``, **not private**; refused unless
             ``force_insecure=True`` (tests).
-        owner: the agents' private inputs (see :data:`~lpm_graph.secure.dealer.InputOwner`).
+        owner: one data owner for all agents: its private inputs (see
+            :data:`~lpm_graph.secure.owner.InputOwner`) or a
+            :class:`~lpm_graph.secure.DataOwner`.
+        owners: several :class:`~lpm_graph.secure.DataOwner` objects that partition the
+            agents, each in its own process.
         frac_bits: fractional bits of fixed-point values.
         args: more positional arguments of ``fn``.
         timeout: seconds any one communication may wait, the dealer's wait for the next
@@ -436,27 +552,28 @@ def launch(
         force_insecure: allow a reproducible ``seed`` (tests only).
 
     Raises:
-        RuntimeError: as soon as a party or the dealer fails or dies, naming it, with its
-            traceback; the other processes are terminated.
+        RuntimeError: as soon as a party, the dealer or an owner fails or dies, naming it,
+            with its traceback; the other processes are terminated.
     """
     if parties < 2:
         raise ValueError(f"secret sharing needs at least 2 parties, got {parties}.")
-    randomness = _checked(seed, owner, force_insecure)
-    setup = _Setup(parties, randomness, owner, frac_bits, timeout, backend, device)
+    roles = as_owners(owner, owners)
+    randomness = _checked(seed, roles, force_insecure)
+    setup = _Setup(parties, randomness, tuple(roles), len(roles), frac_bits, timeout, backend,
+                   device)  # fmt: skip
     # the store picks a free port itself (no race between choosing a port and binding it)
     store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
     context = mp.get_context("spawn")
     results = context.Queue()
+    world = parties + 1 + len(roles)
     processes = [
         context.Process(
             target=_process,
-            # each process gets only its role's part: the owner goes to the dealer alone, the
-            # party function and its arguments to the parties alone
             args=(rank, store.port, *_role_part(rank, setup, fn, args), results),
             name=_who(rank, parties),
             daemon=True,
         )
-        for rank in range(parties + 1)
+        for rank in range(world)
     ]
     for process in processes:
         process.start()
@@ -478,7 +595,7 @@ def launch(
 def _collect(processes: list, results, parties: int) -> list:
     """Wait for every process to report; raise at the first failure or silent death."""
     values: list = [None] * parties
-    pending = set(range(parties + 1))
+    pending = set(range(len(processes)))
     while pending:
         try:
             rank, ok, payload = results.get(timeout=0.05)

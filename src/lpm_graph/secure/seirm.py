@@ -61,7 +61,7 @@ class SEIRMInputs:
     uniforms a plaintext :func:`lpm_graph.simulate` run with the same ``seed`` uses:
     ``infection_draw`` and ``death_draw`` ``[N]``, and for random stays
     ``exposed_exit_draw`` ``[N, K_E]`` and ``infectious_exit_draw`` ``[N, K_I]``. Picklable,
-    so that the dealer process of a multi-process run can hold it.
+    so that a data owner's process of a multi-process run can hold it.
 
     Args:
         protocol: the SEIRM protocol (its stage slot counts shape the exit draws).

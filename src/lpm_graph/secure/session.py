@@ -13,7 +13,8 @@ import torch
 from torch import Tensor
 
 from .audit import AuditLog
-from .dealer import Correlation, Dealer, InputOwner
+from .dealer import Correlation, Dealer
+from .owner import DataOwner, InputOwner, OwnerRole, as_owners, place_shares
 from .prg import KeyStream, Randomness, as_randomness, derive_key
 from .ring import FRAC_BITS, decode, encode_scaled
 
@@ -43,11 +44,16 @@ class Transport:
         raise NotImplementedError
 
     def input(self, name: str, step: int | None) -> tuple[Tensor, int]:
-        """The local parties' shares of a private input, and its fractional bits."""
+        """The local parties' shares of a private input from its data owners, and its
+        fractional bits."""
         raise NotImplementedError
 
     def dealer_bytes(self) -> int:
         """Bytes the dealer has sent to one party so far."""
+        return 0
+
+    def owner_bytes(self) -> int:
+        """Bytes the data owners have sent to one party so far."""
         return 0
 
     def close(self) -> None:
@@ -55,11 +61,13 @@ class Transport:
 
 
 class LocalTransport(Transport):
-    """All ``parties`` in this process (tests, small runs). Nothing is sent; the bytes each
-    party would send are counted the same way as with the multi-process transport."""
+    """All ``parties`` in this process, with the dealer and the data owners (tests, small
+    runs; every role in one process protects nothing). Nothing is sent; the bytes each party
+    would receive are counted the same way as with the multi-process transport."""
 
-    def __init__(self, dealer: Dealer) -> None:
+    def __init__(self, dealer: Dealer, owners: Sequence[OwnerRole] = ()) -> None:
         self.dealer = dealer
+        self.owners = list(owners)
         self.parties = dealer.parties
         self.local = tuple(range(dealer.parties))
 
@@ -70,11 +78,28 @@ class LocalTransport(Transport):
         return self.dealer.make(kind, shape, **kwargs)
 
     def input(self, name: str, step: int | None) -> tuple[Tensor, int]:
-        return self.dealer.input(name, step)
+        if not self.owners:
+            raise RuntimeError(
+                f"private input {name!r} was requested but the session has no data owner; "
+                "pass owner= (a function (name, step) -> value) or owners= to the session."
+            )
+        parts, bits = [], set()
+        for role in self.owners:
+            shares, b = role.share(name, step)
+            parts.append((shares, *role.owner.public()))
+            bits.add(b)
+        if len(bits) != 1:
+            raise ValueError(
+                f"the owners encode {name!r} with different fractional bits {sorted(bits)}."
+            )
+        return place_shares(parts, name), bits.pop()
 
     def dealer_bytes(self) -> int:
         # per party, as the multi-process transport counts what its party received
         return self.dealer.bytes_dealt // self.parties
+
+    def owner_bytes(self) -> int:
+        return sum(role.bytes_sent for role in self.owners) // self.parties
 
 
 @dataclass
@@ -86,6 +111,7 @@ class StepCost:
     bytes_per_party: int
     dealer_bytes: int
     seconds: float
+    owner_bytes: int = 0
 
 
 @dataclass
@@ -97,12 +123,12 @@ class CostReport:
     steps: list[StepCost] = field(default_factory=list)
 
     def table(self) -> str:
-        lines = ["| step | rounds | bytes sent per party | dealer bytes | seconds |"]
-        lines.append("|---:|---:|---:|---:|---:|")
+        lines = ["| step | rounds | bytes sent per party | dealer bytes | owner bytes | seconds |"]
+        lines.append("|---:|---:|---:|---:|---:|---:|")
         for s in self.steps:
             lines.append(
                 f"| {s.step} | {s.rounds} | {s.bytes_per_party:,} | {s.dealer_bytes:,} | "
-                f"{s.seconds:.4f} |"
+                f"{s.owner_bytes:,} | {s.seconds:.4f} |"
             )
         return "\n".join(lines)
 
@@ -111,7 +137,7 @@ class Session:
     """The context of a secure computation: ``K`` parties, their transport and dealer.
 
     Private values are :class:`~lpm_graph.secure.SharedTensor` objects made by
-    :meth:`input` (an agent's private value, shared by its owner through the dealer) or
+    :meth:`input` (an agent's private value, shared by its data owner) or
     :meth:`share` (a value this process knows: tests, or a party's own input). The only way
     back to plaintext is :meth:`reveal`, which records every opening in :attr:`audit`.
 
@@ -123,7 +149,10 @@ class Session:
             seed gives the same shares: **not private**, for tests that compare with a
             plaintext run (warns with :class:`~lpm_graph.secure.prg.InsecureRandomnessWarning`).
         owner: the agents' private inputs, ``owner(name, step) -> value`` (see
-            :data:`~lpm_graph.secure.dealer.InputOwner`).
+            :data:`~lpm_graph.secure.owner.InputOwner`), or a
+            :class:`~lpm_graph.secure.DataOwner`: one data owner for all agents.
+        owners: several :class:`~lpm_graph.secure.DataOwner` objects that partition the
+            agents (each shares its own agents' inputs).
         frac_bits: fractional bits of fixed-point values (default 16).
         transport: a ready transport (the multi-process launcher passes one); overrides
             ``parties``, ``seed`` and ``owner``.
@@ -136,7 +165,8 @@ class Session:
         parties: int = 2,
         *,
         seed: int | Randomness | None = None,
-        owner: InputOwner | None = None,
+        owner: InputOwner | DataOwner | None = None,
+        owners: Sequence[DataOwner] | None = None,
         frac_bits: int = FRAC_BITS,
         transport: Transport | None = None,
         audit: AuditLog | None = None,
@@ -147,9 +177,17 @@ class Session:
         self.frac_bits = frac_bits
         randomness = as_randomness(seed)
         if transport is None:
-            dealer = Dealer(parties, seed=randomness, owner=owner, frac_bits=frac_bits,
-                            device=device)  # fmt: skip
-            transport = LocalTransport(dealer)
+            dealer = Dealer(parties, seed=randomness, device=device)
+            roles = [
+                OwnerRole(o, parties, frac_bits, randomness, index=m, device=device)
+                for m, o in enumerate(as_owners(owner, owners))
+            ]
+            transport = LocalTransport(dealer, roles)
+        elif owner is not None or owners is not None:
+            raise ValueError(
+                "owner=/owners= go to the transport's data owners; a session with a ready "
+                "transport takes neither."
+            )
         self.transport = transport
         self.parties = transport.parties
         self.local = transport.local
@@ -184,7 +222,7 @@ class Session:
         return SharedTensor(shares[list(self.local)], bits, self)
 
     def input(self, name: str, step: int | None = None) -> SharedTensor:
-        """The shares of the owner's private input ``name`` (at ``step``), via the dealer."""
+        """The shares of the data owners' private input ``name`` (at ``step``)."""
         from .tensor import SharedTensor
 
         shares, bits = self.transport.input(name, step)
@@ -253,7 +291,7 @@ class Session:
     def step(self, name: int | str) -> Iterator[StepCost]:
         """Record the rounds, bytes and time of the code inside as one step."""
         rounds, sent = self.cost.rounds, self.cost.bytes_per_party
-        dealt = self.transport.dealer_bytes()
+        dealt, owned = self.transport.dealer_bytes(), self.transport.owner_bytes()
         previous = self.audit.step
         self.audit.step = name if isinstance(name, int) else None
         start = time.perf_counter()
@@ -264,6 +302,7 @@ class Session:
             record.rounds = self.cost.rounds - rounds
             record.bytes_per_party = self.cost.bytes_per_party - sent
             record.dealer_bytes = self.transport.dealer_bytes() - dealt
+            record.owner_bytes = self.transport.owner_bytes() - owned
             record.seconds = time.perf_counter() - start
             self.cost.steps.append(record)
             self.audit.step = previous

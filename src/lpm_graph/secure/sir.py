@@ -60,7 +60,7 @@ class SIRInputs:
     a plaintext
     :func:`lpm_graph.simulate` run with the same ``seed`` draws for the same flows: one number
     per agent and step, which the plaintext SIR's two flows share, as they move disjoint
-    agents). Picklable, so that the dealer process of a multi-process run can hold it.
+    agents). Picklable, so that a data owner's process of a multi-process run can hold it.
 
     Args:
         num_agents: agents of the population.
