@@ -193,9 +193,9 @@ def _inspect_process(session):
 
 
 def test_a_party_process_receives_no_owner():
-    """Finding 2 (in part): launch pickled the owner into every party's process, where a party
-    function could read it from its own stack. Now only the dealer's process gets it (the
-    dealer still holds the plaintext inputs: an owner role is still to come)."""
+    """Finding 2: launch pickled the owner into every party's process, where a party function
+    could read it from its own stack. Now only the owner's own process gets it
+    (tests/secure/test_roles.py checks every role's process)."""
     results = launch(_inspect_process, 2, owner=_Canary(), timeout=120)
     for found, shape in results:
         assert found == [] and tuple(shape) == (1, 40)

@@ -95,9 +95,10 @@ def as_owners(owner: object | None, owners: Sequence[object] | None) -> list[Dat
 
 
 def check_partition(publics: Sequence[tuple[Tensor | None, int | None]]) -> None:
-    """Several owners must partition the agents: each names its agents, none twice, all
-    covered (an agent with no owner would get zeros as its private draws)."""
-    if len(publics) <= 1:
+    """The owners must partition the agents: one owner speaks for all of them, or each
+    names its agents, none twice, all covered (an agent with no owner would get zeros as its
+    private draws)."""
+    if len(publics) == 0 or (len(publics) == 1 and publics[0][0] is None):
         return
     sizes = {n for _, n in publics}
     if any(agents is None for agents, _ in publics) or len(sizes) != 1:

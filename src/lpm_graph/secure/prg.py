@@ -209,8 +209,8 @@ class OwnerRandomness:
 
     By default they come from keystreams under a master key the owner draws from OS entropy
     the first time it draws, in the process where it draws (the owner's own, in a
-    multi-process run): the key is never pickled, so a copy of the owner sent elsewhere holds no key, and
-    no seed exists to search for. With a reproducible seed they are the uniforms of the
+    multi-process run): the key is never pickled, so a copy of the owner sent elsewhere holds
+    no key, and no seed exists to search for. With a reproducible seed they are the uniforms of the
     plaintext :class:`~lpm_graph.layers.samplers.RandomStreams` of that seed, so that a secure
     run equals :func:`lpm_graph.simulate` with the same seed, agent for agent: **not
     private**, for tests (warns with :class:`InsecureRandomnessWarning`).
