@@ -14,7 +14,18 @@ from lpm_graph import PopulationGraph, simulate
 from lpm_graph.layers import ProtocolLayer
 from lpm_graph.layers.transmission import Transmission
 from lpm_graph.protocols import SEIRM, SIR
-from lpm_graph.secure import SEIRMInputs, Session, SIRInputs, launch, secure_seirm, secure_sir
+from lpm_graph.secure import (
+    LeakagePolicy,
+    SEIRMInputs,
+    Session,
+    SIRInputs,
+    launch,
+    secure_seirm,
+    secure_sir,
+)
+
+# the suite opens per-agent values and several gradients to compare them with plaintext
+OPEN = LeakagePolicy.unrestricted()
 
 EDGES = torch.tensor([[0, 1, 3, 2, 1], [2, 2, 2, 0, 0]])
 WEIGHTS = torch.tensor([1.0, 2.0, 0.5, 1.0, 3.0], dtype=torch.float64)
@@ -131,8 +142,8 @@ def plaintext():
 def secure(request):
     owner = Inputs(N, 3, seed=SEED)
     if request.param == "in-process":
-        return suite(Session(2, seed=0, owner=owner))
-    results = launch(_party, parties=2, seed=0, owner=owner, force_insecure=True)
+        return suite(Session(2, seed=0, owner=owner, policy=OPEN))
+    results = launch(_party, parties=2, seed=0, owner=owner, policy=OPEN, force_insecure=True)
     assert all(torch.equal(results[0]["counts"], r["counts"]) for r in results)
     return results[0]
 

@@ -19,6 +19,7 @@ from .dealer import Dealer
 from .distributed import DistributedTransport, launch, session_from_env
 from .layers import SecureProtocolLayer, secure_propagate
 from .owner import DataOwner
+from .policy import GaussianDP, InsecureDebugWarning, LeakageError, LeakagePolicy
 from .prg import InsecureRandomnessWarning, KeyStream, OwnerRandomness, Randomness
 from .ring import FRAC_BITS, decode, encode
 from .seirm import SEIRMInputs, secure_seirm
@@ -34,8 +35,12 @@ __all__ = [
     "DataOwner",
     "Dealer",
     "DistributedTransport",
+    "GaussianDP",
+    "InsecureDebugWarning",
     "InsecureRandomnessWarning",
     "KeyStream",
+    "LeakageError",
+    "LeakagePolicy",
     "LocalTransport",
     "Opening",
     "OwnerRandomness",

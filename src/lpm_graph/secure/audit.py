@@ -19,10 +19,11 @@ KINDS: tuple[str, ...] = (
     "loss",
     "gradient",
     "output",  # anything else a user declares with reveal(..., kind="output")
+    "range_check",  # debug mode only (check_ranges=True): inputs of truncations / comparisons
 )
 """The kinds of opening. Masks are uniformly random ring elements whatever the secret; only
 ``aggregate``, ``public_state``, ``loss``, ``gradient`` and ``output`` carry information, and
-only what their name declares."""
+only what their name declares; ``range_check`` openings (a debug mode) reveal private values."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,9 @@ class AuditLog:
     openings: list[Opening] = field(default_factory=list)
     values: list[Tensor] = field(default_factory=list, repr=False)
     step: int | None = None
+    rho: float = 0.0  # zero-concentrated DP spent by noisy openings (GaussianDP)
+    epsilon: float = 0.0  # the (epsilon, delta) of rho, at the policy's delta
+    delta: float = 0.0
 
     def record(self, name: str, kind: str, value: Tensor) -> None:
         if kind not in KINDS:
@@ -66,8 +70,15 @@ class AuditLog:
     def __len__(self) -> int:
         return len(self.openings)
 
+    def privacy_spent(self) -> tuple[float, float]:
+        """``(epsilon, delta)`` spent by the differentially private openings so far."""
+        return self.epsilon, self.delta
+
     def summary(self) -> str:
         lines = [f"{len(self)} openings"]
+        if self.rho:
+            lines.append(f"  differential privacy spent: epsilon {self.epsilon:.3g}, "
+                         f"delta {self.delta:.3g} (rho {self.rho:.3g})")  # fmt: skip
         for kind, count in sorted(self.kinds().items()):
             names = sorted(self.names(kind))
             shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")

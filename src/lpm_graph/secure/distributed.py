@@ -52,6 +52,7 @@ from torch import Tensor
 
 from .dealer import Dealer
 from .owner import DataOwner, InputOwner, OwnerRole, as_owners, place_shares
+from .policy import LeakagePolicy
 from .prg import Randomness, as_randomness
 from .ring import FRAC_BITS
 from .session import Session, Transport
@@ -364,6 +365,8 @@ class _Setup:
     backend: str | None
     device: str | None
     owner_index: int = -1  # which owner this process is (owner processes only)
+    policy: LeakagePolicy | None = None
+    check_ranges: bool = False
 
 
 def _connect(rank: int, setup: _Setup, store: dist.Store | None = None) -> Session | None:
@@ -393,7 +396,12 @@ def _connect(rank: int, setup: _Setup, store: dist.Store | None = None) -> Sessi
         torch.cuda.set_device(device)
     transport = DistributedTransport(setup.parties)
     session = Session(
-        seed=setup.randomness, frac_bits=setup.frac_bits, transport=transport, device=device
+        seed=setup.randomness,
+        frac_bits=setup.frac_bits,
+        transport=transport,
+        device=device,
+        policy=setup.policy,
+        check_ranges=setup.check_ranges,
     )
     if session.local != (rank,):
         raise RuntimeError(f"party {rank}'s session serves parties {session.local}, not ({rank},).")
@@ -408,6 +416,8 @@ def session_from_env(
     timeout: float = 600.0,
     backend: str | None = None,
     device: str | None = None,
+    policy: LeakagePolicy | None = None,
+    check_ranges: bool = False,
     force_insecure: bool = False,
 ) -> Session | None:
     """The session of this process when started by ``torchrun --nproc-per-node K+1+M``.
@@ -422,7 +432,8 @@ def session_from_env(
 
     Args:
         owners: a factory, or one per data owner (``M`` = their number).
-        seed, frac_bits, timeout, backend, device, force_insecure: as in :func:`launch`.
+        seed, frac_bits, timeout, backend, device, policy, check_ranges, force_insecure: as
+            in :func:`launch`.
     """
     factories = [owners] if callable(owners) else list(owners)
     world, rank = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
@@ -432,14 +443,15 @@ def session_from_env(
             f"WORLD_SIZE={world} with {len(factories)} owners leaves {parties} compute "
             "parties; start K + 1 + M processes (K >= 2 parties, a dealer, M owners)."
         )
-    randomness = _checked(seed, [], force_insecure)
+    randomness = _checked(seed, [], force_insecure, check_ranges)
     mine: tuple[DataOwner, ...] = ()
     if rank > parties:  # this process is an owner: only it builds its owner
         mine = tuple(as_owners(factories[rank - parties - 1](), None))
-        _checked(seed, mine, force_insecure)
+        _checked(seed, mine, force_insecure, check_ranges)
     setup = _Setup(
         parties, randomness, mine, len(factories), frac_bits, timeout, backend, device,
-        owner_index=rank - parties - 1 if rank > parties else -1,
+        owner_index=rank - parties - 1 if rank > parties else -1, policy=policy,
+        check_ranges=check_ranges,
     )  # fmt: skip
     return _connect(rank, setup)
 
@@ -463,11 +475,19 @@ def _process(rank: int, port: int, setup: _Setup, fn: Callable, args: tuple, res
 
 
 def _checked(
-    seed: int | Randomness | None, owners: Sequence[DataOwner], force_insecure: bool
+    seed: int | Randomness | None,
+    owners: Sequence[DataOwner],
+    force_insecure: bool,
+    check_ranges: bool = False,
 ) -> Randomness:
     """The run's randomness; reproducible (seeded) randomness, the roles' or an owner's
-    draws', only with ``force_insecure``."""
+    draws', and the range-checking debug mode only with ``force_insecure``."""
     randomness = as_randomness(seed)
+    if check_ranges and not force_insecure:
+        raise ValueError(
+            "check_ranges=True opens the inputs of every truncation and comparison, so the "
+            "run would not be private; pass force_insecure=True only to debug a test run."
+        )
     seeded = ["seed"] if randomness.is_reproducible else []
     for m, owner in enumerate(owners):
         r = getattr(owner.inputs, "randomness", None)  # SIRInputs: an OwnerRandomness
@@ -515,6 +535,8 @@ def launch(
     timeout: float = 600.0,
     backend: str | None = None,
     device: str | None = None,
+    policy: LeakagePolicy | None = None,
+    check_ranges: bool = False,
     force_insecure: bool = False,
 ) -> list:
     """Run ``fn(session, *args)`` in ``parties`` processes, one compute party each, with a
@@ -549,7 +571,11 @@ def launch(
             ``"cpu:gloo,cuda:nccl"`` exchanges CUDA shares over NCCL, which needs one GPU per
             party (NCCL refuses two ranks on one device).
         device: where each party keeps its shares (default CPU; ``"cuda"``: one GPU per party).
-        force_insecure: allow a reproducible ``seed`` (tests only).
+        policy: the parties' :class:`~lpm_graph.secure.LeakagePolicy` (default
+            ``LeakagePolicy()``).
+        check_ranges: the range-checking debug mode of :class:`Session` (opens private
+            values; refused unless ``force_insecure=True``).
+        force_insecure: allow a reproducible ``seed`` or ``check_ranges`` (tests only).
 
     Raises:
         RuntimeError: as soon as a party, the dealer or an owner fails or dies, naming it,
@@ -558,9 +584,11 @@ def launch(
     if parties < 2:
         raise ValueError(f"secret sharing needs at least 2 parties, got {parties}.")
     roles = as_owners(owner, owners)
-    randomness = _checked(seed, roles, force_insecure)
-    setup = _Setup(parties, randomness, tuple(roles), len(roles), frac_bits, timeout, backend,
-                   device)  # fmt: skip
+    randomness = _checked(seed, roles, force_insecure, check_ranges)
+    setup = _Setup(
+        parties, randomness, tuple(roles), len(roles), frac_bits, timeout, backend, device,
+        policy=policy, check_ranges=check_ranges,
+    )  # fmt: skip
     # the store picks a free port itself (no race between choosing a port and binding it)
     store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
     context = mp.get_context("spawn")

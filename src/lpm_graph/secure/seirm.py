@@ -43,7 +43,7 @@ from ..protocols.base import seed_infected
 from ..protocols.seirm import AGE_GROUPS, SEIRM
 from .prg import OwnerRandomness, Randomness
 from .session import Session
-from .sir import SecureTrajectory
+from .sir import AGGREGATE_SENSITIVITY, SecureTrajectory
 from .tensor import SharedTensor, exp_neg, greater, multiply
 
 __all__ = ["SEIRMInputs", "secure_seirm"]
@@ -188,6 +188,7 @@ class _SecureStep:
                 raise ValueError(
                     f"public must be a bool mask of the {n} agents, got {list(public.shape)}."
                 )
+        session.policy.check_public(public, n)
         self.public = None if public is None or not bool(public.any()) else public
         f64 = torch.float64
         dt = protocol.dt
@@ -475,24 +476,38 @@ class _SecureStep:
             d_values.update(step_flows[1])
         names = list(values)
         totals = [values[k].sum() for k in names]
-        rows = [SharedTensor.stack(totals).shares]
+        stacked = SharedTensor.stack(totals)
+        rows = [stacked.shares]
         labels, kinds = ["counts"], ["aggregate"]
+        private = self.age.new_ones(self.age.shape[0], dtype=torch.int64)
+        if self.public is not None:
+            private = private * (~self.public.to(self.age.device)).to(torch.int64)
+        groups, bits = [int(private.sum())], [stacked.frac_bits]
         by_age = self.protocol.by_age
         aged = [k for k in names if k in _BY_AGE] if by_age else []
         if aged:
-            groups = len(AGE_GROUPS)
-            rows.append(
-                SharedTensor.stack([values[k].scatter_sum(self.age, groups) for k in aged]).shares
-            )
+            n_groups = len(AGE_GROUPS)
+            per_age = SharedTensor.stack([values[k].scatter_sum(self.age, n_groups) for k in aged])
+            rows.append(per_age.shares)
             labels.append("counts by age group")
             kinds.append("aggregate")
+            # private agents behind each age group's count (the groups present in the graph)
+            sizes = torch.zeros(n_groups, dtype=torch.int64, device=private.device)
+            sizes.index_add_(0, self.age.long(), private)
+            groups.append(sizes[sizes > 0] if bool((sizes > 0).any()) else sizes)
+            bits.append(per_age.frac_bits)
         if self.public is not None:
             idx = self.public.nonzero().squeeze(1)
             for st in "SEIRM":
                 rows.append(state[st].index_select(0, idx).shares)
                 labels.append(f"public agents' {st}")
                 kinds.append("public_state")
-        opened = self.session.open_raw(rows, labels, kinds)
+                groups.append(None)
+                bits.append(0)
+        sensitivity = [AGGREGATE_SENSITIVITY if k == "aggregate" else None for k in kinds]
+        opened = self.session.open_raw(
+            rows, labels, kinds, group=groups, sensitivity=sensitivity, frac_bits=bits
+        )
         counts = opened[0].to(torch.float64)  # every count is a sum of 0/1 indicators
         for k, name in enumerate(names):
             self.series.setdefault(name, []).append(counts[k])

@@ -3,7 +3,9 @@ and the cost report."""
 
 from __future__ import annotations
 
+import logging
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -15,6 +17,7 @@ from torch import Tensor
 from .audit import AuditLog
 from .dealer import Correlation, Dealer
 from .owner import DataOwner, InputOwner, OwnerRole, as_owners, place_shares
+from .policy import InsecureDebugWarning, LeakageError, LeakagePolicy
 from .prg import KeyStream, Randomness, as_randomness, derive_key
 from .ring import FRAC_BITS, decode, encode_scaled
 
@@ -22,6 +25,8 @@ if TYPE_CHECKING:
     from .tensor import SharedTensor
 
 __all__ = ["CostReport", "LocalTransport", "Session", "StepCost", "Transport"]
+
+_log = logging.getLogger(__name__)
 
 
 class Transport:
@@ -158,6 +163,13 @@ class Session:
             ``parties``, ``seed`` and ``owner``.
         audit: an :class:`AuditLog` to record into (default: a new one).
         device: where shares live (default CPU).
+        policy: the :class:`~lpm_graph.secure.LeakagePolicy` every opening must pass
+            (default ``LeakagePolicy()``: aggregates over at least 10 private agents, one
+            gradient opening, no ``"output"`` openings).
+        check_ranges: debug mode: before every truncation and comparison, open its inputs
+            and raise if they leave the range where the protocol is exact (``|x| < 2^62``).
+            It reveals private values: **not private** (warns with
+            :class:`~lpm_graph.secure.policy.InsecureDebugWarning`).
     """
 
     def __init__(
@@ -171,7 +183,14 @@ class Session:
         transport: Transport | None = None,
         audit: AuditLog | None = None,
         device: torch.device | str | None = None,
+        policy: LeakagePolicy | None = None,
+        check_ranges: bool = False,
     ) -> None:
+        if policy is not None and not isinstance(policy, LeakagePolicy):
+            raise TypeError(
+                f"policy must be a LeakagePolicy, got {type(policy).__name__}; e.g. "
+                "LeakagePolicy(min_group=10)."
+            )
         if not 1 <= frac_bits <= 30:
             raise ValueError(f"frac_bits must be between 1 and 30, got {frac_bits}.")
         self.frac_bits = frac_bits
@@ -198,7 +217,24 @@ class Session:
         self.audit = audit if audit is not None else AuditLog()
         self.cost = CostReport()
         # shares of values this process knows (share()): its own keystream, never the dealer's
-        self._stream = KeyStream(derive_key(randomness.master_key("session"), "share"))
+        master = randomness.master_key("session")
+        self._stream = KeyStream(derive_key(master, "share"))
+        self._noise = KeyStream(derive_key(master, "noise"))  # differential privacy
+        self._policy = policy if policy is not None else LeakagePolicy()
+        self._gradients_opened = 0
+        self.check_ranges = bool(check_ranges)
+        if self.check_ranges:
+            message = (
+                "check_ranges=True opens the inputs of every truncation and comparison to "
+                "check their range: the run is NOT private (debugging only)."
+            )
+            warnings.warn(message, InsecureDebugWarning, stacklevel=2)
+            _log.warning(message)
+
+    @property
+    def policy(self) -> LeakagePolicy:
+        """The leakage policy (fixed for the session's life)."""
+        return self._policy
 
     # ------------------------------------------------------------------ making shares
     def share(self, value: Tensor | float, frac_bits: int | None = None) -> SharedTensor:
@@ -245,9 +281,24 @@ class Session:
         return Correlation(kind, {k: v.to(self.device) for k, v in parts.items()})
 
     # ------------------------------------------------------------------ opening
-    def reveal(self, x: SharedTensor, name: str, kind: str = "output") -> Tensor:
-        """Open ``x`` to every party, record it in the audit log, and decode it (float64)."""
-        raw = self.open_raw([x.shares], name, kind)[0]
+    def reveal(
+        self,
+        x: SharedTensor,
+        name: str,
+        kind: str = "output",
+        *,
+        group: int | Tensor | None = None,
+        sensitivity: float | None = None,
+    ) -> Tensor:
+        """Open ``x`` to every party, record it in the audit log, and decode it (float64).
+
+        The session's :attr:`policy` decides first: an ``"aggregate"`` declares ``group``
+        (the number of private agents behind each value); under differential privacy an
+        aggregate or gradient declares its L2 ``sensitivity`` and is opened with noise.
+        """
+        raw = self.open_raw(
+            [x.shares], name, kind, group=group, sensitivity=sensitivity, frac_bits=x.frac_bits
+        )[0]
         return decode(raw, x.frac_bits)
 
     def open_raw(
@@ -256,12 +307,55 @@ class Session:
         name: str | Sequence[str],
         kind: str | Sequence[str],
         xor: bool = False,
+        *,
+        group: object = None,
+        sensitivity: float | Sequence[float | None] | None = None,
+        frac_bits: int | Sequence[int] = 0,
     ) -> list[Tensor]:
         """Reconstruct ring elements (sum, or XOR with ``xor=True``) of several ``[P_local, ...]``
-        share tensors in one round. Every opening of the package goes through here; ``name``
-        and ``kind`` may be one per tensor."""
-        names = [name] * len(rows) if isinstance(name, str) else list(name)
-        kinds = [kind] * len(rows) if isinstance(kind, str) else list(kind)
+        share tensors in one round. Every opening of the package goes through here; ``name``,
+        ``kind``, ``group`` (private agents behind each value of an aggregate),
+        ``sensitivity`` (L2, for differential privacy) and ``frac_bits`` (the rows' scale,
+        for the noise) may be one per tensor. The :attr:`policy` checks every tensor before
+        anything is sent and raises :class:`~lpm_graph.secure.LeakageError` if one is not
+        allowed."""
+        count = len(rows)
+        names = [name] * count if isinstance(name, str) else list(name)
+        kinds = [kind] * count if isinstance(kind, str) else list(kind)
+
+        def per_row(value: object) -> list:
+            return list(value) if isinstance(value, (list, tuple)) else [value] * count
+
+        groups, sens, bits = per_row(group), per_row(sensitivity), per_row(frac_bits)
+        rows = list(rows)
+        dp = self._policy.privacy
+        noisy = [dp is not None and k in ("aggregate", "gradient") for k in kinds]
+        gradients = self._gradients_opened
+        for n, k, g, s_, loud in zip(names, kinds, groups, sens, noisy):
+            self._policy.check_opening(k, n, g, gradients)
+            gradients += k == "gradient"
+            if loud and s_ is None:
+                raise LeakageError(
+                    f"{k} {n!r} is opened under differential privacy but declares no "
+                    "sensitivity; pass sensitivity= (its L2 sensitivity to one agent)."
+                )
+        if dp is not None and any(noisy):
+            rho = self.audit.rho + dp.rho_per_opening * sum(noisy)
+            if dp.epsilon_of(rho) > dp.epsilon:
+                raise LeakageError(
+                    f"opening {names[noisy.index(True)]!r} would spend epsilon "
+                    f"{dp.epsilon_of(rho):.3g}, beyond the budget {dp.epsilon:g} (spent so far "
+                    f"{self.audit.epsilon:.3g}); the session's privacy budget is used up."
+                )
+            for i, loud in enumerate(noisy):
+                if loud:  # every local party adds its own noise to its share
+                    noise = dp.noise(self._noise, tuple(rows[i].shape), float(sens[i]))
+                    rows[i] = rows[i] + torch.round(noise * 2.0 ** bits[i]).to(torch.int64).to(
+                        rows[i].device
+                    )
+            self.audit.rho = rho
+            self.audit.epsilon, self.audit.delta = dp.epsilon_of(rho), dp.delta
+        self._gradients_opened = gradients
         full = self.exchange(rows)
         out = []
         for value, name, kind in zip(full, names, kinds):
@@ -274,6 +368,38 @@ class Session:
             self.audit.record(name, kind, opened)
             out.append(opened)
         return out
+
+    def check_product_range(self, x: Tensor, x_bits: int, y: Tensor, y_bits: int) -> None:
+        """Debug mode: open both factors of a Beaver product and raise if their exact product
+        reaches ``2^62`` in the ring (it would wrap around: silently wrong)."""
+        if not self.check_ranges:
+            return
+        full = self.exchange([x, y])
+        for value in full:
+            self.audit.record("product factor", "range_check", value.sum(0))
+        fx, fy = (v.sum(0).to(torch.float64) for v in full)
+        if fx.numel() and float((fx * fy).abs().max()) >= 2.0**62:
+            raise ValueError(
+                "product: a value reaches 2^62 in the ring (the factors' scales add up), "
+                "outside the range where the secure protocol is exact; the result would be "
+                "silently wrong. Rescale the inputs or use fewer fractional bits."
+            )
+
+    def check_range(self, x: Tensor, what: str, limit_bits: int = 62) -> None:
+        """Debug mode (``check_ranges=True``): open the shares ``x`` (``[P_local, ...]``) and
+        raise if a value reaches ``2^limit_bits`` in magnitude (the range where truncation
+        and comparison are exact). A no-op otherwise."""
+        if not self.check_ranges:
+            return
+        full = self.exchange([x])[0].sum(0)
+        self.audit.record(what, "range_check", full)
+        limit = 1 << limit_bits
+        if full.numel() and bool(((full >= limit) | (full <= -limit)).any()):
+            raise ValueError(
+                f"{what}: a value reaches 2^{limit_bits} in the ring, outside the range where "
+                "the secure protocol is exact; the result would be silently wrong. Rescale the "
+                "inputs or use fewer fractional bits."
+            )
 
     def exchange(self, rows: Sequence[Tensor]) -> list[Tensor]:
         """One round of communication (counted)."""

@@ -156,8 +156,7 @@ class SecureTrajectory(Trajectory):
         if total is None:
             return value.detach(), torch.zeros(len(self.parameters), dtype=torch.float64)
         self.session.audit.record("loss", "loss", value.detach())
-        grad = self.session.reveal(total, "gradient", "gradient")
-        return value.detach(), grad
+        return value.detach(), open_gradient(self.session, total)
 
     def opened(self) -> dict[str, Tensor]:
         return {**self.counts, **self.flows}
@@ -211,6 +210,7 @@ def secure_sir(
             raise ValueError(
                 f"public must be a bool mask of the {n} agents, got {list(public.shape)}."
             )
+    session.policy.check_public(public, n)
     dt = protocol.dt
     tau_dt = protocol.transmission_rate.detach().to(torch.float64) * dt
     gamma_dt = float(protocol.recovery_rate.detach()) * dt
@@ -327,6 +327,30 @@ def secure_sir(
     )
 
 
+AGGREGATE_SENSITIVITY = 2.0
+"""L2 sensitivity of one step's counts and flows to one agent's own indicators: its
+compartment moves one unit between two counts (``sqrt 2``), its flow indicator likewise."""
+
+
+def open_gradient(session: Session, total: SharedTensor) -> Tensor:
+    """Open a shared gradient ``[P]`` (kind ``"gradient"``). Under differential privacy
+    (``session.policy.privacy``) it is first clipped on shares to ``[-C, C]`` per parameter
+    (two secure comparisons and one product round), so that its L2 sensitivity is
+    ``2 C sqrt(P)`` whatever the data, and opened with the Gaussian mechanism."""
+    dp = session.policy.privacy
+    if dp is None:
+        return session.reveal(total, "gradient", "gradient")
+    c = dp.gradient_clip
+    above = greater(total, c)  # [g > C]
+    below = greater(-total, c)  # [g < -C]
+    pieces = multiply(SharedTensor.cat([above, below]), SharedTensor.cat([-total + c, -total - c]))
+    p = total.shape[0]
+    clipped = total + pieces[:p] + pieces[p:]
+    return session.reveal(
+        clipped, "gradient", "gradient", sensitivity=2.0 * c * math.sqrt(max(p, 1))
+    )
+
+
 # ---------------------------------------------------------------------- step pieces
 def _weight(graph: PopulationGraph, rel) -> Tensor | None:
     w = graph.edge_weight(rel)
@@ -356,10 +380,14 @@ def _observe(session, state, tangent, series, d_series, public, step_flows):
         rows.append(
             SharedTensor.stack([state[k].index_select(0, idx) for k in ("S", "I", "R")]).shares
         )
+    private = len(state["S"]) - (0 if public is None else int(public.sum()))
     opened = session.open_raw(
         rows,
         ["counts", "public agents' S, I, R"][: len(rows)],
         ["aggregate", "public_state"][: len(rows)],
+        group=[private, None][: len(rows)],
+        sensitivity=[AGGREGATE_SENSITIVITY, None][: len(rows)],
+        frac_bits=[sums.frac_bits, 0][: len(rows)],
     )
     scale = sums.frac_bits
     counts = opened[0].to(torch.float64) / 2.0**scale

@@ -236,9 +236,10 @@ class SharedTensor:
         return greater(-self, -_public(other, self.device))
 
     # ------------------------------------------------------------------ opening
-    def reveal(self, name: str, kind: str = "output") -> Tensor:
-        """Open to every party (recorded in the session's audit log); float64."""
-        return self.session.reveal(self, name, kind)
+    def reveal(self, name: str, kind: str = "output", **policy: Any) -> Tensor:
+        """Open this value (see :meth:`Session.reveal <lpm_graph.secure.Session.reveal>`;
+        ``group=`` and ``sensitivity=`` go to the leakage policy)."""
+        return self.session.reveal(self, name, kind, **policy)
 
     def __repr__(self) -> str:
         return (
@@ -272,6 +273,8 @@ def multiply(x: SharedTensor, y: SharedTensor, frac_bits: int | None = None) -> 
     shape = torch.broadcast_shapes(x.shape, y.shape)
     xs = x.shares.expand(x.shares.shape[0], *shape)
     ys = y.shares.expand(y.shares.shape[0], *shape)
+    if session.check_ranges:  # debug mode: the exact product must not wrap the ring
+        session.check_product_range(xs, x.frac_bits, ys, y.frac_bits)
     triple = session.correlation("triple", tuple(shape)).use()
     a, b, c = triple["a"], triple["b"], triple["c"]
     e, f = session.open_raw([xs - a, ys - b], "beaver", "beaver_mask")
@@ -299,6 +302,7 @@ def truncate(x: SharedTensor, bits: int) -> SharedTensor:
         return x
     session = x.session
     offset = 1 << 62
+    session.check_range(x.shares, "truncation input")
     corr = session.correlation("truncation", tuple(x.shape), bits=bits).use()
     shifted = x.shares.clone()
     if session.lead is not None:
@@ -313,7 +317,13 @@ def truncate(x: SharedTensor, bits: int) -> SharedTensor:
 
 
 def greater(x: SharedTensor, y: Any) -> SharedTensor:
-    """``[x > y]`` as shared 0/1 integers (scale 0): the sign bit of ``y - x`` (exact)."""
+    """``[x > y]`` as shared 0/1 integers (scale 0): the sign bit of ``y - x`` (exact while
+    ``|x|, |y| < 2^62`` in the ring; ``check_ranges=True`` checks it)."""
+    session = x.session
+    if session.check_ranges:
+        session.check_range(x.shares, "comparison input")
+        if isinstance(y, SharedTensor):
+            session.check_range(y.shares, "comparison input")
     d = (y - x) if isinstance(y, SharedTensor) else (-x + y)
     return _sign_bit(d)
 
