@@ -432,8 +432,14 @@ def session_from_env(
 
     Args:
         owners: a factory, or one per data owner (``M`` = their number).
-        seed, frac_bits, timeout, backend, device, policy, check_ranges, force_insecure: as
-            in :func:`launch`.
+        seed: as in :func:`launch`.
+        frac_bits: as in :func:`launch`.
+        timeout: as in :func:`launch`.
+        backend: as in :func:`launch`.
+        device: as in :func:`launch`.
+        policy: as in :func:`launch`.
+        check_ranges: as in :func:`launch`.
+        force_insecure: as in :func:`launch`.
     """
     factories = [owners] if callable(owners) else list(owners)
     world, rank = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
