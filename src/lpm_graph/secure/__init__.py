@@ -23,7 +23,15 @@ from .policy import GaussianDP, InsecureDebugWarning, LeakageError, LeakagePolic
 from .prg import InsecureRandomnessWarning, KeyStream, OwnerRandomness, Randomness
 from .ring import FRAC_BITS, decode, encode
 from .seirm import SEIRMInputs, secure_seirm
-from .session import CostReport, LocalTransport, Session, StepCost, Transport
+from .session import (
+    CostReport,
+    LocalTransport,
+    OutputShares,
+    Session,
+    StepCost,
+    Transport,
+    receive,
+)
 from .sir import SecureTrajectory, SIRInputs, secure_sir
 from .tensor import SharedTensor, exp_neg, greater, is_shared, multiply
 
@@ -43,6 +51,7 @@ __all__ = [
     "LeakagePolicy",
     "LocalTransport",
     "Opening",
+    "OutputShares",
     "OwnerRandomness",
     "Randomness",
     "SEIRMInputs",
@@ -59,6 +68,7 @@ __all__ = [
     "greater",
     "is_shared",
     "launch",
+    "receive",
     "multiply",
     "secure_propagate",
     "secure_seirm",

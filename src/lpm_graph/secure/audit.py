@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor
 
 __all__ = ["KINDS", "AuditLog", "Opening"]
@@ -34,6 +35,7 @@ class Opening:
     kind: str
     shape: tuple[int, ...]
     step: int | None = None
+    receiver: bool = False  # opened to the output receiver only (Session.output)
 
 
 @dataclass
@@ -53,12 +55,22 @@ class AuditLog:
     epsilon: float = 0.0  # the (epsilon, delta) of rho, at the policy's delta
     delta: float = 0.0
 
-    def record(self, name: str, kind: str, value: Tensor) -> None:
+    def record(
+        self,
+        name: str,
+        kind: str,
+        value: Tensor | None,
+        receiver: bool = False,
+        shape: tuple[int, ...] = (),
+    ) -> None:
+        """Record an opening of ``value``; ``None`` (and its ``shape``) for one that only the
+        output receiver sees (an empty tensor is kept in its place)."""
         if kind not in KINDS:
             raise ValueError(f"unknown opening kind {kind!r}; declare one of {KINDS}.")
-        self.openings.append(Opening(name, kind, tuple(value.shape), self.step))
+        shape = tuple(shape) if value is None else tuple(value.shape)
+        self.openings.append(Opening(name, kind, shape, self.step, receiver))
         if self.keep_values:
-            self.values.append(value.detach().clone())
+            self.values.append(torch.empty(0) if value is None else value.detach().clone())
 
     def kinds(self) -> Counter:
         """Number of openings per kind."""

@@ -53,7 +53,7 @@ from torch import Tensor
 from .dealer import Dealer
 from .owner import DataOwner, InputOwner, OwnerRole, as_owners, place_shares
 from .policy import LeakagePolicy
-from .prg import Randomness, as_randomness
+from .prg import KEY_BYTES, Randomness, as_randomness
 from .ring import FRAC_BITS
 from .session import Session, Transport
 
@@ -209,6 +209,22 @@ class DistributedTransport(Transport):
                 f"the owners encode {name!r} with different fractional bits {sorted(bits)}."
             )
         return place_shares(parts, name), bits.pop()
+
+    def pairwise_keys(self, make_key: Callable[[int, int], bytes]) -> dict[tuple[int, int], bytes]:
+        """For each pair ``i < j`` in order, party ``i`` sends the key it makes to party
+        ``j`` point to point (no other process sees it)."""
+        keys = {}
+        for i in range(self.parties):
+            for j in range(i + 1, self.parties):
+                if self.rank == i:
+                    key = make_key(i, j)
+                    dist.send(torch.frombuffer(bytearray(key), dtype=torch.uint8), j)
+                    keys[(i, j)] = key
+                elif self.rank == j:
+                    got = torch.empty(KEY_BYTES, dtype=torch.uint8)
+                    dist.recv(got, i)
+                    keys[(i, j)] = bytes(got.tolist())
+        return keys
 
     def _ask(self, role: int, request: list[int], what: str) -> tuple[dict[str, Tensor], int, int]:
         """Party 0 sends ``request`` to rank ``role``; every party receives its row of the

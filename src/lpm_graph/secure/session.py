@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -24,7 +24,15 @@ from .ring import FRAC_BITS, decode, encode_scaled
 if TYPE_CHECKING:
     from .tensor import SharedTensor
 
-__all__ = ["CostReport", "LocalTransport", "Session", "StepCost", "Transport"]
+__all__ = [
+    "CostReport",
+    "LocalTransport",
+    "OutputShares",
+    "Session",
+    "StepCost",
+    "Transport",
+    "receive",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -51,6 +59,12 @@ class Transport:
     def input(self, name: str, step: int | None) -> tuple[Tensor, int]:
         """The local parties' shares of a private input from its data owners, and its
         fractional bits."""
+        raise NotImplementedError
+
+    def pairwise_keys(self, make_key: Callable[[int, int], bytes]) -> dict[tuple[int, int], bytes]:
+        """Agree on a key with every other party: for each pair ``i < j``, party ``i`` makes
+        the key with ``make_key(i, j)`` and sends it to party ``j`` alone. Returns the keys of
+        the pairs that include a local party (a collective call: every party, in order)."""
         raise NotImplementedError
 
     def dealer_bytes(self) -> int:
@@ -99,12 +113,63 @@ class LocalTransport(Transport):
             )
         return place_shares(parts, name), bits.pop()
 
+    def pairwise_keys(self, make_key: Callable[[int, int], bytes]) -> dict[tuple[int, int], bytes]:
+        return {
+            (i, j): make_key(i, j) for i in range(self.parties) for j in range(i + 1, self.parties)
+        }
+
     def dealer_bytes(self) -> int:
         # per party, as the multi-process transport counts what its party received
         return self.dealer.bytes_dealt // self.parties
 
     def owner_bytes(self) -> int:
         return sum(role.bytes_sent for role in self.owners) // self.parties
+
+
+@dataclass(frozen=True)
+class OutputShares:
+    """The parts of an opening that only the output receiver may see (:meth:`Session.output`):
+    the rows of the parties ``parties_here`` out of ``parties``."""
+
+    name: str
+    rows: Tensor
+    parties_here: tuple[int, ...]
+    parties: int
+    frac_bits: int
+
+
+def receive(results: object) -> object:
+    """The output receiver's side of :meth:`Session.output`: ``results`` holds the parties'
+    return values (a list, one per party, as :func:`~lpm_graph.secure.launch` returns them,
+    or one in-process session's value); every :class:`OutputShares` found at the same place
+    in each is added up and decoded (float64). Other values pass through from the first."""
+    parts = results if isinstance(results, list) else [results]
+    first = parts[0]
+    if isinstance(first, OutputShares):
+        if not all(isinstance(p, OutputShares) and p.name == first.name for p in parts):
+            raise ValueError(f"the parties returned different things where {first.name!r} is.")
+        held = sorted(k for p in parts for k in p.parties_here)
+        if held != list(range(first.parties)):
+            raise ValueError(
+                f"{first.name!r}: the receiver needs every party's part once, got parties "
+                f"{held} of {first.parties}."
+            )
+        return decode(sum(p.rows.sum(0) for p in parts), first.frac_bits)
+    if isinstance(first, dict):
+        return {k: receive([p[k] for p in parts]) for k in first}
+    if isinstance(first, (list, tuple)) and any(_holds_output(v) for v in first):
+        return type(first)(receive([p[i] for p in parts]) for i in range(len(first)))
+    return first
+
+
+def _holds_output(value: object) -> bool:
+    if isinstance(value, OutputShares):
+        return True
+    if isinstance(value, dict):
+        return any(_holds_output(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_holds_output(v) for v in value)
+    return False
 
 
 @dataclass
@@ -220,6 +285,8 @@ class Session:
         master = randomness.master_key("session")
         self._stream = KeyStream(derive_key(master, "share"))
         self._noise = KeyStream(derive_key(master, "noise"))  # differential privacy
+        self._pair_master = derive_key(master, "pairwise")  # keys this party makes for pairs
+        self._pairs: dict[tuple[int, int], KeyStream] | None = None
         self._policy = policy if policy is not None else LeakagePolicy()
         self._gradients_opened = 0
         self.check_ranges = bool(check_ranges)
@@ -276,6 +343,56 @@ class Session:
             shares[self.lead] = encoded
         return SharedTensor(shares, bits, self)
 
+    def zero_sharing(self, shape: tuple[int, ...]) -> Tensor:
+        """Pseudo-random shares of zero, ``[P_local, *shape]``, with no dealer and no
+        communication: party ``p`` adds the next words of its keystream with every party
+        after it and subtracts those with every party before it (keys agreed pairwise on
+        first use). Any ``K - 1`` parties see uniformly random words."""
+        if self._pairs is None:
+            keys = self.transport.pairwise_keys(
+                lambda i, j: derive_key(self._pair_master, "pair", i, j)
+            )
+            self._pairs = {pair: KeyStream(key) for pair, key in keys.items()}
+        out = torch.zeros((len(self.local), *shape), dtype=torch.int64, device=self.device)
+        for (i, j), stream in sorted(self._pairs.items()):
+            words = stream.words(tuple(shape), self.device)
+            if i in self.local:
+                out[self.local.index(i)] += words
+            if j in self.local:
+                out[self.local.index(j)] -= words
+        return out
+
+    def reshare(self, x: SharedTensor) -> SharedTensor:
+        """Fresh shares of the same value (a pseudo-random zero-sharing added): local, no
+        dealer, no communication."""
+        from .tensor import SharedTensor
+
+        return SharedTensor(x.shares + self.zero_sharing(tuple(x.shape)), x.frac_bits, self)
+
+    def output(
+        self,
+        x: SharedTensor,
+        name: str,
+        kind: str = "aggregate",
+        *,
+        group: int | Tensor | None = None,
+        sensitivity: float | None = None,
+    ) -> OutputShares:
+        """Open ``x`` to the output receiver only: the parties learn nothing of it.
+
+        The policy checks it as an opening of ``kind`` (with differential privacy, the noise
+        is added as for :meth:`reveal`); the shares are then reshared
+        (:meth:`zero_sharing`), so that what the receiver gets from a party is independent
+        of the share that party holds. Return the result from the party function;
+        :func:`receive` adds the parties' parts up (``launch`` hands them to its caller).
+        """
+        (row,), (name,), (kind,) = self._admit(
+            [x.shares], name, kind, group, sensitivity, x.frac_bits
+        )
+        row = row + self.zero_sharing(tuple(x.shape))
+        self.audit.record(name, kind, None, receiver=True, shape=tuple(x.shape))
+        return OutputShares(name, row.cpu(), self.local, self.parties, x.frac_bits)
+
     def correlation(self, kind: str, shape: tuple[int, ...], **kwargs) -> Correlation:
         parts = self.transport.correlation(kind, tuple(shape), **kwargs)
         return Correlation(kind, {k: v.to(self.device) for k, v in parts.items()})
@@ -319,6 +436,23 @@ class Session:
         for the noise) may be one per tensor. The :attr:`policy` checks every tensor before
         anything is sent and raises :class:`~lpm_graph.secure.LeakageError` if one is not
         allowed."""
+        rows, names, kinds = self._admit(rows, name, kind, group, sensitivity, frac_bits)
+        full = self.exchange(rows)
+        out = []
+        for value, name, kind in zip(full, names, kinds):
+            if xor:
+                opened = value[0]
+                for share in value[1:]:
+                    opened = opened ^ share
+            else:
+                opened = value.sum(0)
+            self.audit.record(name, kind, opened)
+            out.append(opened)
+        return out
+
+    def _admit(self, rows, name, kind, group, sensitivity, frac_bits):
+        """The policy's check of an opening (before anything is sent), and the differential
+        privacy noise added to each local party's share; returns ``(rows, names, kinds)``."""
         count = len(rows)
         names = [name] * count if isinstance(name, str) else list(name)
         kinds = [kind] * count if isinstance(kind, str) else list(kind)
@@ -356,18 +490,7 @@ class Session:
             self.audit.rho = rho
             self.audit.epsilon, self.audit.delta = dp.epsilon_of(rho), dp.delta
         self._gradients_opened = gradients
-        full = self.exchange(rows)
-        out = []
-        for value, name, kind in zip(full, names, kinds):
-            if xor:
-                opened = value[0]
-                for share in value[1:]:
-                    opened = opened ^ share
-            else:
-                opened = value.sum(0)
-            self.audit.record(name, kind, opened)
-            out.append(opened)
-        return out
+        return rows, names, kinds
 
     def check_product_range(self, x: Tensor, x_bits: int, y: Tensor, y_bits: int) -> None:
         """Debug mode: open both factors of a Beaver product and raise if their exact product
