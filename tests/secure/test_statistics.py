@@ -139,8 +139,8 @@ def test_shares_are_uniform_and_independent_of_the_secret(parties, name):
 
 
 @pytest.mark.parametrize("parties", [2, 3])
-def test_dealer_shares_of_private_inputs_are_uniform(parties):
-    """The agents' inputs reach the parties through the dealer (Session.input): indicators
+def test_owner_shares_of_private_inputs_are_uniform(parties):
+    """The agents' inputs reach the parties from their data owner (Session.input): indicators
     and fixed-point Exp(1) draws, shared the same way."""
     owner = SIRInputs(N, 0.05, seed=2)
     session = Session(parties, seed=3, owner=owner)
@@ -151,7 +151,7 @@ def test_dealer_shares_of_private_inputs_are_uniform(parties):
         assert torch.equal(x.shares.sum(0), encoded)
         for coalition in coalitions(parties):
             rows = x.shares[list(coalition)].sum(0)
-            what = f"dealer shares of {name}, K = {parties}, parties {coalition}"
+            what = f"owner shares of {name}, K = {parties}, parties {coalition}"
             assert_uniform(rows, what)
             assert_uncorrelated(rows, encoded, what)
 
