@@ -1,26 +1,41 @@
-"""Secure SIR / SEIRM: cost per step with 2 parties in separate processes, and how it scales.
+"""Secure SIR / SEIRM: time and bytes per step with 2 parties in separate processes, against
+the code before the security rework, and how it scales.
 
-    python benchmarks/secure.py                      # SIR, 100,000 private agents x 60 steps
-    python benchmarks/secure.py --model seirm        # SEIRM on a synthetic population
+    python benchmarks/secure.py                      # the full benchmark (about 15 min here)
+    python benchmarks/secure.py --models sir --repeats 1 --million-steps 0   # quicker
     python benchmarks/secure.py --device cuda        # the parties' shares on the GPU
-    python benchmarks/secure.py --agents 20000 --steps 10 --scaling 0   # quick check
 
 Prints (and writes as Markdown, default ``benchmarks/results/secure.md``):
 
-1. the full run (``--agents`` private agents, mean degree ``--degree``, ``--steps`` steps,
-   2 parties, each in its own process, plus a dealer process; gloo over localhost): wall time,
-   rounds, bytes sent per party and dealer bytes per party, per step (median) and in total; the
-   plaintext ``simulate`` time of the same run for the ratio; and whether the daily counts
-   equal the plaintext ones;
-2. scaling (in-process parties, a 2-step run): bytes per party per step for several numbers
-   of agents and mean degrees, showing that the bytes grow with the agents and not with the
-   edges (aggregation is local).
+1. time against the old code: each model (SIR on G(n, m) with mean degree ``--degree``;
+   SEIRM on a synthetic population), ``--agents`` private agents x ``--steps`` steps, 2
+   parties each in its own process (gloo over localhost), with each version's default
+   randomness and roles: this checkout (ChaCha20 keys from OS entropy, a dealer process and
+   a data-owner process) and ``--baseline`` (default ``dd4eaa1``, the last commit before the
+   rework: Mersenne-Twister shares, the dealer holding the inputs), run alternately in fresh
+   processes, ``--repeats`` times each; medians of the secure steps' time (party 0), the
+   ratio, and bytes per agent per step (sent between the parties, from the dealer, from the
+   owner);
+2. SIR with ``--million`` private agents (default 1,000,000) x ``--million-steps`` steps:
+   time per step and the peak memory of each party process;
+3. the reproducible-mode check (this checkout only): a seeded SIR run equals the plaintext
+   ``simulate`` run of the same seed, day by day;
+4. scaling (in-process parties, a 2-step run): bytes per party per step for several numbers
+   of agents and mean degrees: they grow with the agents, not with the edges.
+
+The machine is shared: the load average before and after is printed; figures taken while
+anything else runs are worthless.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,7 +45,17 @@ from lpm_graph import simulate
 from lpm_graph.datasets import SyntheticPopulation
 from lpm_graph.datasets.generators import erdos_renyi
 from lpm_graph.protocols import SEIRM, SIR
-from lpm_graph.secure import SEIRMInputs, Session, SIRInputs, launch, secure_seirm, secure_sir
+from lpm_graph.secure import (
+    LeakagePolicy,
+    Session,
+    SIRInputs,
+    launch,
+    secure_seirm,
+    secure_sir,
+)
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 
 TAU, GAMMA = 0.06, 0.1
 MORTALITY = (0.0, 0.005, 0.01, 0.03, 0.06, 0.12, 0.25, 0.4)
@@ -75,82 +100,124 @@ def party(session: Session, model: str, agents: int, degree: float, steps: int, 
 
 def scaling(agents: int, degree: float) -> tuple[int, int]:
     graph = erdos_renyi(agents, degree, seed=0)
-    session = Session(2, seed=0, owner=SIRInputs(agents, 10, seed=0))
+    session = Session(2, owner=SIRInputs(agents, 10))
     secure_sir(SIR(TAU, GAMMA, learnable=False), graph, 2, session)
     return graph.num_edges(), session.cost.steps[-1].bytes_per_party
 
 
+def _child(src: Path, model: str, agents: int, degree: float, steps: int) -> dict:
+    """One run of ``_secure_child.py`` with the ``lpm_graph`` under ``src`` first on the path."""
+    env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{HERE}"}
+    done = subprocess.run(
+        [sys.executable, str(HERE / "_secure_child.py"), model, str(agents), str(degree),
+         str(steps)],
+        env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if done.returncode:
+        raise RuntimeError(f"the run with {src} failed:\n{done.stderr[-4000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if not result["version"].startswith(str(src)):
+        raise RuntimeError(f"expected lpm_graph from {src}, imported {result['version']}")
+    return result
+
+
+def _checkout(rev: str, into: Path) -> Path:
+    """The ``src`` folder of ``rev`` of this repository, unpacked under ``into``."""
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", rev, "src"], capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into / "src"
+
+
+def _load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cores"
+
+
+def _per_agent(values: list[int], agents: int) -> float:
+    return statistics.median(values) / agents if values else 0.0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=("sir", "seirm"), default="sir")
+    parser.add_argument("--models", nargs="+", choices=("sir", "seirm"), default=["sir", "seirm"])
     parser.add_argument("--device", default="cpu", help="where the parties keep their shares")
     parser.add_argument("--agents", type=int, default=100_000)
     parser.add_argument("--degree", type=float, default=10.0)
     parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each version (median)")
+    parser.add_argument("--baseline", default="dd4eaa1", help="git revision to compare with")
+    parser.add_argument("--million", type=int, default=1_000_000)
+    parser.add_argument("--million-steps", type=int, default=10, help="0: skip that row")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--frac-bits", type=int, default=16, help="fixed-point fractional bits")
     parser.add_argument("--scaling", type=int, default=1, help="0: skip the scaling table")
     parser.add_argument("--output", default=None, help="default benchmarks/results/secure*.md")
     args = parser.parse_args()
-    suffix = "" if args.model == "sir" else f"_{args.model}"
-    suffix += "" if args.device == "cpu" else f"_{torch.device(args.device).type}"
+    suffix = "" if args.device == "cpu" else f"_{torch.device(args.device).type}"
     output = args.output or f"benchmarks/results/secure{suffix}.md"
     lines = [
-        f"# Secure {args.model.upper()}, 2 parties: {args.agents:,} agents x {args.steps} steps, "
-        f"{args.frac_bits} fractional bits, shares on {args.device}",
+        f"# Secure SIR / SEIRM, 2 parties in separate processes, shares on {args.device}",
+        "",
+        f"Before: {_load()}.",
         "",
     ]
-    if args.model == "sir":
-        owner = SIRInputs(args.agents, 20, seed=args.seed)
-    else:
-        owner = SEIRMInputs(protocol("seirm"), args.agents, 20, seed=args.seed)
-    start = time.perf_counter()
-    results = launch(
-        party,
-        parties=2,
-        seed=args.seed,
-        owner=owner,
-        frac_bits=args.frac_bits,
-        args=(args.model, args.agents, args.degree, args.steps, args.seed),
-        timeout=1800,
-        device=args.device,
-        force_insecure=True,  # seeded (reproducible) randomness: to check counts = plaintext
-    )
-    total = time.perf_counter() - start
-    r = results[0]
-    graph = population(args.model, args.agents, args.degree, args.seed)
-    times = []
-    for _ in range(3):  # the first run builds the CSR: take the median of three
-        plain_start = time.perf_counter()
-        plain = simulate(
-            protocol(args.model), graph, args.steps, initial_infected=20, seed=args.seed,
-            dtype=torch.float64,
-        )  # fmt: skip
-        times.append(time.perf_counter() - plain_start)
-    plain_seconds = statistics.median(times)
-    same = all(r["counts"][k] == v.tolist() for k, v in {**plain.counts, **plain.flows}.items())
-    mb = 1024**2
-    lines += [
-        "| quantity | value |",
-        "|---|---:|",
-        f"| secure run (party 0, steps only) | {r['seconds']:.1f} s |",
-        f"| launch to results (spawn, imports, setup, run) | {total:.1f} s |",
-        f"| plaintext simulate on the CPU, same run (median of 3) | {plain_seconds:.2f} s |",
-        f"| ratio secure / plaintext | {r['seconds'] / plain_seconds:.0f}x |",
-        f"| median step time | {statistics.median(r['step_seconds']):.3f} s |",
-        f"| rounds per step | {statistics.median(r['step_rounds']):.0f} |",
-        f"| bytes sent per party per step | {statistics.median(r['step_bytes']) / mb:.2f} MiB |",
-        f"| bytes per party per step per agent | "
-        f"{statistics.median(r['step_bytes']) / args.agents:.1f} |",
-        f"| dealer bytes per party per step | {statistics.median(r['step_dealer']) / mb:.2f} MiB |",
-        f"| total bytes sent per party | {r['bytes'] / mb:.0f} MiB |",
-        f"| final recovered (secure / plaintext) | {r['counts']['R'][-1]:.0f} / "
-        f"{float(plain.counts['R'][-1]):.0f} |",
-        f"| daily counts equal to plaintext | {same} |",
-        f"| openings by kind | {r['openings']} |",
-        "",
-    ]
-    if args.scaling and args.model == "sir":
+    current = ROOT / "src"
+    mib = 1024**2
+    with tempfile.TemporaryDirectory() as tmp:
+        old = _checkout(args.baseline, Path(tmp)) if args.repeats else None
+        if old is not None:
+            lines += [
+                f"## Against {args.baseline} ({args.agents:,} agents x {args.steps} steps, "
+                f"median of {args.repeats})",
+                "",
+                "| model | version | secure steps | ratio to old | bytes sent / agent / step | "
+                "dealer bytes / agent / step | owner bytes / agent / step | final R |",
+                "|---|---|---:|---:|---:|---:|---:|---:|",
+            ]
+        for model in args.models if old is not None else ():
+            runs: dict[str, list[dict]] = {"old": [], "new": []}
+            for _ in range(args.repeats):  # alternate, so that drifting load hits both
+                runs["old"].append(_child(old, model, args.agents, args.degree, args.steps))
+                runs["new"].append(_child(current, model, args.agents, args.degree, args.steps))
+            base = statistics.median(r["seconds"] for r in runs["old"])
+            for name, label in (("old", args.baseline), ("new", "this checkout")):
+                rs = runs[name]
+                secs = statistics.median(r["seconds"] for r in rs)
+                finals = ", ".join(f"{x['final_R']:.0f}" for x in rs)
+                r = rs[0]
+                lines.append(
+                    f"| {model.upper()} | {label} | {secs:.1f} s | {secs / base:.2f}x | "
+                    f"{_per_agent(r['step_bytes'], args.agents):.0f} | "
+                    f"{_per_agent(r['step_dealer'], args.agents):.0f} | "
+                    f"{_per_agent(r['step_owner'], args.agents):.0f} | "
+                    f"{finals} |"
+                )
+        lines.append("")
+    if args.million_steps:
+        r = _child(current, "sir", args.million, args.degree, args.million_steps)
+        steps = args.million_steps
+        lines += [
+            f"## SIR with {args.million:,} private agents x {steps} steps (this checkout)",
+            "",
+            "| quantity | value |",
+            "|---|---:|",
+            f"| secure steps (party 0) | {r['seconds']:.1f} s "
+            f"({r['seconds'] / steps:.2f} s per step) |",
+            f"| launch to results (spawn, graph, setup, run) | {r['launch_seconds']:.1f} s |",
+            f"| peak memory per party process | "
+            f"{', '.join(f'{m:,.0f} MiB' for m in r['peak_rss_mib_parties'])} |",
+            f"| bytes sent per party per step | "
+            f"{statistics.median(r['step_bytes']) / mib:.1f} MiB |",
+            f"| bytes per agent per step (sent / dealer / owner) | "
+            f"{_per_agent(r['step_bytes'], args.million):.0f} / "
+            f"{_per_agent(r['step_dealer'], args.million):.0f} / "
+            f"{_per_agent(r['step_owner'], args.million):.0f} |",
+            "",
+        ]
+    lines += _reproducible_check(args)
+    if args.scaling:
         lines += ["## Bytes per party per step (in-process parties, 2-step run)", ""]
         lines += ["| agents | mean degree | edges | bytes per party | bytes per agent |"]
         lines += ["|---:|---:|---:|---:|---:|"]
@@ -161,12 +228,57 @@ def main() -> None:
                     f"| {agents:,} | {degree:g} | {edges:,} | {sent:,} | {sent / agents:.1f} |"
                 )
         lines.append("")
+    lines += [f"After: {_load()}.", ""]
     text = "\n".join(lines)
     print(text)
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text + "\n")
     print(f"written to {out}")
+
+
+def _reproducible_check(args: argparse.Namespace) -> list[str]:
+    """A seeded SIR run (reproducible, not private) against plaintext ``simulate``."""
+    owner = SIRInputs(args.agents, 20, seed=args.seed)
+    results = launch(
+        party,
+        parties=2,
+        seed=args.seed,
+        owner=owner,
+        frac_bits=args.frac_bits,
+        args=("sir", args.agents, args.degree, args.steps, args.seed),
+        timeout=1800,
+        device=args.device,
+        policy=LeakagePolicy(),
+        force_insecure=True,  # seeded (reproducible) randomness: to check counts = plaintext
+    )
+    r = results[0]
+    graph = population("sir", args.agents, args.degree, args.seed)
+    times = []
+    for _ in range(3):  # the first run builds the CSR: take the median of three
+        plain_start = time.perf_counter()
+        plain = simulate(
+            protocol("sir"), graph, args.steps, initial_infected=20, seed=args.seed,
+            dtype=torch.float64,
+        )  # fmt: skip
+        times.append(time.perf_counter() - plain_start)
+    plain_seconds = statistics.median(times)
+    same = all(r["counts"][k] == v.tolist() for k, v in {**plain.counts, **plain.flows}.items())
+    return [
+        f"## Reproducible mode (seeded, not private): SIR, {args.agents:,} agents x "
+        f"{args.steps} steps",
+        "",
+        "| quantity | value |",
+        "|---|---:|",
+        f"| secure run (party 0, steps only) | {r['seconds']:.1f} s |",
+        f"| plaintext simulate on the CPU, same run (median of 3) | {plain_seconds:.2f} s |",
+        f"| rounds per step | {statistics.median(r['step_rounds']):.0f} |",
+        f"| final recovered (secure / plaintext) | {r['counts']['R'][-1]:.0f} / "
+        f"{float(plain.counts['R'][-1]):.0f} |",
+        f"| daily counts equal to plaintext | {same} |",
+        f"| openings by kind | {r['openings']} |",
+        "",
+    ]
 
 
 if __name__ == "__main__":
