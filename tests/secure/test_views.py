@@ -68,3 +68,38 @@ def test_views_of_different_inputs_cannot_be_told_apart():
     assert p > 1e-4, p  # the same distribution (a mask left unmasked gives p ~ 0)
     for sample in (a, b):  # and each uniform
         assert stats.chisquare(np.bincount(sample, minlength=256)).pvalue > 1e-4
+
+
+def _search(counts: torch.Tensor, graph, seeds: range) -> list[int]:
+    """The outsider's attack: the seeds whose plaintext run gives the published counts."""
+    from lpm_graph import simulate
+
+    return [
+        s
+        for s in seeds
+        if torch.equal(
+            simulate(
+                SIR(0.3, 0.1, learnable=False),
+                graph,
+                15,
+                initial_infected=INFECTED,
+                seed=s,
+                dtype=torch.float64,
+            ).counts["I"],
+            counts,
+        )  # fmt: skip
+    ]
+
+
+def test_an_outsider_cannot_find_the_draws_from_the_published_counts():
+    """Finding 3: the owners' draws were the plaintext stream of a small seed, so the daily
+    counts alone gave the seed by search, and then every agent's trajectory. A seeded owner
+    (the reproducible mode) still falls to it; a default owner's draws have no seed."""
+    graph = erdos_renyi(N, 6.0, seed=0)
+    with pytest.warns(RuntimeWarning):
+        seeded = Session(2, owner=SIRInputs(N, INFECTED, seed=7))
+    published = secure_sir(SIR(0.3, 0.1, learnable=False), graph, 15, seeded).counts["I"]
+    assert _search(published, graph, range(12)) == [7]
+    private = Session(2, owner=SIRInputs(N, INFECTED))
+    published = secure_sir(SIR(0.3, 0.1, learnable=False), graph, 15, private).counts["I"]
+    assert _search(published, graph, range(12)) == []
