@@ -64,7 +64,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--llm-url", help="OpenAI-compatible API base, e.g. http://localhost:8000/v1")
     p.add_argument("--model", help="the served model's name (with --llm-url)")
-    p.add_argument("--cache", type=Path, default=HERE / "output/archetype_policy_replies.json")
+    p.add_argument("--cache", type=Path, default=HERE / "output/archetype_policy_replies.sqlite")
     p.add_argument("--output", type=Path, default=HERE / "output/archetype_policy.png")
     args = p.parse_args()
     if bool(args.llm_url) != bool(args.model):

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from lpm_graph.policies.llm import ReplyCache
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "examples/archetype_policy.py"
 
@@ -61,7 +63,7 @@ def test_archetype_example_with_a_served_model(tmp_path):
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
     thread.start()
     try:
-        out, cache = tmp_path / "plot.png", tmp_path / "replies.json"
+        out, cache = tmp_path / "plot.png", tmp_path / "replies.sqlite"
         url = f"http://127.0.0.1:{server.server_address[1]}/v1"
         args = ["--agents", "600", "--days", "4", "--output", str(out), "--cache", str(cache)]
         done = _run(*args, "--llm-url", url, "--model", "tiny")
@@ -73,4 +75,4 @@ def test_archetype_example_with_a_served_model(tmp_path):
     assert out.exists() and "wrote" in done.stdout
     assert 6 <= len(prompts) <= 24 and len(set(prompts)) == len(prompts)  # cached repeats
     assert any("a typical person aged 70 or older living in a town." in p for p in prompts)
-    assert len(json.loads(cache.read_text())) == len(prompts)
+    assert len(ReplyCache(cache)) == len(prompts)

@@ -20,6 +20,7 @@ from lpm_graph.policies.llm import (
     DecisionParseError,
     DecisionRequestError,
     OpenAIChatDecision,
+    ReplyCache,
     parse_probability,
 )
 
@@ -139,7 +140,7 @@ def test_end_to_end_inside_an_archetype_policy(server):
 
 
 def test_each_distinct_prompt_is_asked_once_and_cached_on_disk(server, tmp_path):
-    cache = tmp_path / "replies.json"
+    cache = tmp_path / "replies.sqlite"
     prompt = "Group {label} of {count} agents: probability? Reply with a number."
     decision = OpenAIChatDecision(server.url, "m", prompt, cache_path=cache, backoff=0)
     policy = ArchetypePolicy(decision, ("age_group", "area"))
@@ -148,15 +149,70 @@ def test_each_distinct_prompt_is_asked_once_and_cached_on_disk(server, tmp_path)
         policy(graph, {}, step_context(0, t))
     assert policy.calls == {t: 6 for t in range(4)}
     assert len(server.requests) == 6 and len(set(server.prompts)) == 6
-    stored = json.loads(cache.read_text())
+    stored = dict(ReplyCache(cache).items())
     assert len(stored) == 6 and {e["content"] for e in stored.values()} == {"0.3"}
-    assert not list(tmp_path.glob(".cache-*"))  # the temporary file was renamed
+    assert {e["prompt"] for e in stored.values()} == set(server.prompts)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["replies.sqlite"]  # no journal left
     again = OpenAIChatDecision(server.url, "m", prompt, cache_path=cache)
     ArchetypePolicy(again, ("age_group", "area"))(graph, {}, step_context(0, 9))
     assert len(server.requests) == 6 and again.requests == 0
     other_model = OpenAIChatDecision(server.url, "m2", prompt, cache_path=cache)
     ArchetypePolicy(other_model, ("age_group", "area"))(graph, {}, step_context(0, 0))
     assert len(server.requests) == 12  # the model is part of the key
+
+
+def test_replies_another_decision_stored_meanwhile_are_not_asked_again(server, tmp_path):
+    first, second = (OpenAIChatDecision(server.url, "m", cache_path=tmp_path / "c") for _ in "12")
+    archetypes = ArchetypePolicy(first, ("age_group", "area")).summarize(
+        _population(60), {}, step_context(0, 0)
+    )
+    first(archetypes)
+    assert len(server.requests) == 6 and len(second.cache) == 0
+    assert second(archetypes).tolist() == pytest.approx([0.3] * 6)
+    assert len(server.requests) == 6 and second.requests == 0  # read from the file
+
+
+def test_a_json_cache_of_earlier_versions_is_migrated(server, tmp_path):
+    decision = OpenAIChatDecision(server.url, "m", backoff=0)
+    archetypes = ArchetypePolicy(decision, "area").summarize(_population(6), {}, step_context(0, 0))
+    old = {}
+    for a in range(2):
+        payload = decision.payload(decision.format(archetypes.row(a)))
+        old[decision.key(payload)] = {"model": "m", "prompt": "...", "content": f"0.{a + 1}"}
+    path = tmp_path / "replies.json"
+    path.write_text(json.dumps(old, indent=1))
+    migrated = OpenAIChatDecision(server.url, "m", cache_path=path)
+    assert migrated(archetypes).tolist() == pytest.approx([0.1, 0.2])
+    assert len(server.requests) == 0 and len(ReplyCache(path)) == 2
+    assert json.loads((tmp_path / "replies.json.bak").read_text()) == old  # kept
+    assert path.read_bytes().startswith(b"SQLite format 3")
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match=r"replies.json' is neither a reply cache .*delete"):
+        OpenAIChatDecision(server.url, "m", cache_path=path)
+
+
+def test_one_failed_prompt_keeps_the_other_replies(server, tmp_path):
+    bad = "archetype age_group=1, area=1 "
+    server.reply = lambda prompt, k: (400, "context too long") if bad in prompt else (200, "0.4")
+    cache = tmp_path / "replies.sqlite"
+    decision = OpenAIChatDecision(server.url, "m", cache_path=cache, backoff=0)
+    policy = ArchetypePolicy(decision, ("age_group", "area"))
+    graph = _population(60)
+    with pytest.raises(DecisionRequestError) as caught:
+        policy(graph, {}, step_context(0, 0))
+    message = str(caught.value)
+    assert caught.value.status == 400
+    assert message.startswith("OpenAIChatDecision: 1 of 6 prompt(s) failed (5 good replies cached)")
+    archetypes = policy.summarize(graph, {}, step_context(0, 0))
+    labels = [archetypes.label(a) for a in range(archetypes.num_archetypes)]
+    index = labels.index("age_group=1, area=1")  # one prompt per archetype, in their order
+    assert f"prompt {index} (archetype age_group=1, area=1): 1 request(s) to " in message
+    assert "HTTP 400 Bad Request" in message and "context too long" in message
+    assert len(server.requests) == 6 and len(ReplyCache(cache)) == 5
+    server.reply = lambda prompt, k: (200, "0.4")
+    again = OpenAIChatDecision(server.url, "m", cache_path=cache)
+    ArchetypePolicy(again, ("age_group", "area"))(graph, {}, step_context(0, 0))
+    assert again.requests == 1 and bad in server.prompts[-1]
 
 
 def test_server_errors_are_retried_then_succeed(server):
@@ -175,7 +231,7 @@ def test_a_clear_error_after_the_retries_fail(server):
     pattern = rf"3 request\(s\) to {re.escape(server.url)}/chat/completions \(model 'm'\) "
     with pytest.raises(DecisionRequestError, match=pattern + r"failed; last error: HTTP 503"):
         policy(_population(6), {}, step_context(0, 0))
-    assert len(server.requests) == 3
+    assert len(server.requests) == 3  # the server is down: the other prompt is not sent
 
 
 def test_client_errors_are_not_retried_and_bodies_are_checked(server):

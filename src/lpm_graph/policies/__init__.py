@@ -7,7 +7,8 @@
   :class:`~lpm_graph.policies.llm.OpenAIChatDecision`), one draw per agent.
 - :class:`PolicyIntervention`: a policy's actions inside :class:`~lpm_graph.protocols.SEIRM`.
 
-``OpenAIChatDecision`` (standard library only) is imported on first use.
+``OpenAIChatDecision`` and its :class:`~lpm_graph.policies.llm.ReplyCache` (standard library
+only) are imported on first use.
 """
 
 from __future__ import annotations
@@ -30,11 +31,12 @@ __all__ = [
     "Logistic",
     "OpenAIChatDecision",
     "Policy",
+    "ReplyCache",
     "sample_actions",
     "step_context",
 ]
 
-_LAZY = ("OpenAIChatDecision", "DecisionParseError", "DecisionRequestError")
+_LAZY = ("OpenAIChatDecision", "DecisionParseError", "DecisionRequestError", "ReplyCache")
 
 
 def __getattr__(name: str) -> Any:

@@ -15,11 +15,10 @@ import logging
 import math
 import os
 import re
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +26,14 @@ import torch
 from torch import Tensor
 
 from .archetype import Archetype, Archetypes
+from .reply_cache import ReplyCache
 
 __all__ = [
     "DEFAULT_PROMPT",
     "DecisionParseError",
     "DecisionRequestError",
     "OpenAIChatDecision",
+    "ReplyCache",
     "parse_probability",
 ]
 
@@ -50,12 +51,23 @@ observables, ``t``, ``time``) plus ``label``, ``summary`` (all values, one per l
 ``action``."""
 
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+PROMPT_STATUS = frozenset({400, 413, 422})
+"""HTTP errors about one prompt (malformed, too long, refused): a batch's other prompts are
+still asked. Any other failure (unreachable server, retries spent, 401/403/404) concerns every
+prompt, and the prompts not yet sent are dropped."""
 _NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?\s*(%?)")
 _THINK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
 
 
 class DecisionRequestError(RuntimeError):
-    """The model could not be reached or answered with an error or a malformed body."""
+    """The model could not be reached or answered with an error or a malformed body.
+
+    ``status`` is the last HTTP status (``None`` for a transport error or a malformed body; of
+    a batch, the first failed prompt's)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class DecisionParseError(ValueError):
@@ -101,16 +113,21 @@ class OpenAIChatDecision:
     :data:`DEFAULT_PROMPT` for the fields), one chat request per distinct prompt is sent (in
     parallel up to ``max_workers``), and the reply is read by ``parse``
     (:func:`parse_probability`). Replies are cached by a hash of the model, the messages and
-    the sampling settings: in memory, and in a JSON file when ``cache_path`` is given (read at
-    construction, rewritten atomically after every step with new replies), so a rerun or a
-    recomputed step asks nothing again. With replicates, one prompt per archetype and
-    replicate.
+    the sampling settings: in memory, and in a SQLite file when ``cache_path`` is given
+    (:class:`~lpm_graph.policies.llm.ReplyCache`, which documents the format), so a rerun or
+    a recomputed step asks nothing again. Each reply is written to the file as it arrives;
+    processes sharing the file wait for each other's writes and see each other's replies (a
+    prompt missing from memory is looked up in the file before it is sent); an older JSON
+    cache file is migrated. With replicates, one prompt per archetype and replicate.
 
     Failures: transport errors, timeouts and HTTP 408/409/425/429/5xx are retried ``retries``
-    times after ``backoff * 2**k`` seconds; then :class:`DecisionRequestError` names the URL,
-    the model and the last error. Other HTTP errors and malformed bodies raise it at once. A
-    reply that is not a probability raises :class:`DecisionParseError` naming the archetype and
-    the raw reply (it is not cached).
+    times after ``backoff * 2**k`` seconds; other HTTP errors and malformed bodies are not.
+    A step's good replies are cached whatever fails beside them; then one
+    :class:`DecisionRequestError` names each failed prompt (its index in the step, archetype,
+    URL, model, HTTP status and last error). An HTTP 400/413/422 concerns one prompt and the
+    others are still asked; any other failure concerns them all and the prompts not yet sent
+    are dropped (they are asked on the next call). A reply that is not a probability raises
+    :class:`DecisionParseError` naming the archetype and the raw reply (it is not cached).
 
     Args:
         url: the API base (``http://localhost:8000/v1``) or the full
@@ -127,7 +144,8 @@ class OpenAIChatDecision:
         timeout: seconds per request.
         retries: retries after the first attempt.
         backoff: seconds before the first retry, doubling after each.
-        cache_path: JSON file of cached replies (created if missing).
+        cache_path: SQLite file of cached replies (created if missing; an older JSON cache
+            there is migrated, the JSON kept as ``<name>.bak``).
         max_workers: concurrent requests.
         parse: reply text -> probability.
         fields: more prompt fields computed from an archetype's numbers (its
@@ -185,17 +203,13 @@ class OpenAIChatDecision:
         self.parse = parse
         self.fields = fields
         self.cache_path = None if cache_path is None else Path(cache_path)
+        self.store = None if cache_path is None else ReplyCache(cache_path)
+        """The cache file, shared with other processes (``None`` without ``cache_path``)."""
         self.cache: dict[str, dict[str, str]] = {}
+        """The replies this decision has used, by key."""
         self._lock = threading.Lock()
         self.requests = 0
         """HTTP requests sent (attempts included)."""
-        if self.cache_path is not None and self.cache_path.exists():
-            try:
-                self.cache = json.loads(self.cache_path.read_text())
-            except ValueError as err:
-                raise ValueError(f"cache file {self.cache_path} is not valid JSON: {err}") from err
-            if not isinstance(self.cache, dict):
-                raise ValueError(f"cache file {self.cache_path} does not hold a JSON object.")
 
     # ---------------------------------------------------------------- the decision
 
@@ -207,7 +221,7 @@ class OpenAIChatDecision:
         else:
             batch, rows = archetypes, list(range(archetypes.num_archetypes))
         columns = [None] if not batch.replicates else list(range(batch.replicates[0]))
-        jobs = {}  # cache key -> (payload, the first archetype asking it)
+        jobs = {}  # cache key -> (payload, label of the first archetype asking it)
         keys = []
         for a in rows:
             for r in columns:
@@ -215,19 +229,12 @@ class OpenAIChatDecision:
                 key = self.key(payload)
                 keys.append(key)
                 if key not in self.cache and key not in jobs:
-                    jobs[key] = (payload, a)
-        replies = self._fetch_all(jobs)
-        failure = None
-        for key, entry in replies.items():  # cache every reply that reads, then report
-            try:
-                self._parse(entry["content"], batch.label(jobs[key][1]))
-                self.cache[key] = entry
-            except DecisionParseError as err:
-                failure = failure or err
-        if replies:
-            self._save()
-        if failure is not None:
-            raise failure
+                    label = batch.label(a) if r is None else f"{batch.label(a)}, replicate {r}"
+                    jobs[key] = (payload, label)
+        if jobs and self.store is not None:  # replies other processes stored meanwhile
+            self.cache.update(self.store.get(jobs))
+            jobs = {k: job for k, job in jobs.items() if k not in self.cache}
+        self._ask(jobs)
         labels = [batch.label(a) for a in rows for _ in columns]
         values = [self._parse(self.cache[k]["content"], s) for k, s in zip(keys, labels)]
         if isinstance(archetypes, Archetype):
@@ -275,19 +282,61 @@ class OpenAIChatDecision:
 
     # ---------------------------------------------------------------- HTTP
 
-    def _fetch_all(self, jobs: Mapping[str, tuple[dict[str, Any], int]]) -> dict[str, dict]:
+    def _ask(self, jobs: Mapping[str, tuple[dict[str, Any], str]]) -> None:
+        """Send the prompts; cache (and store) each reply that reads as it arrives; then
+        raise the request failures, else the first unreadable reply."""
         if not jobs:
-            return {}
+            return
+        stop = threading.Event()  # set by a failure that concerns every prompt
+
+        def ask(payload: dict[str, Any]) -> str | None:
+            if stop.is_set():
+                return None
+            try:
+                return self._request(payload)
+            except DecisionRequestError as err:
+                if err.status not in PROMPT_STATUS:
+                    stop.set()
+                raise
+
         items = list(jobs.items())
-        if len(items) == 1 or self.max_workers == 1:
-            contents = [self._request(payload) for _, (payload, _) in items]
-        else:
-            with ThreadPoolExecutor(min(self.max_workers, len(items))) as pool:
-                contents = list(pool.map(lambda item: self._request(item[1][0]), items))
-        return {
-            key: {"model": self.model, "prompt": payload["messages"][-1]["content"], "content": c}
-            for (key, (payload, _)), c in zip(items, contents)
-        }
+        failed, unread, dropped = [], [], []
+        with ThreadPoolExecutor(min(self.max_workers, len(items))) as pool:
+            futures = {pool.submit(ask, payload): i for i, (_, (payload, _)) in enumerate(items)}
+            for future in as_completed(futures):
+                i = futures[future]
+                key, (payload, label) = items[i]
+                try:
+                    content = future.result()
+                except DecisionRequestError as err:
+                    failed.append((i, f"prompt {i} (archetype {label}): {err}", err.status))
+                    continue
+                if content is None:
+                    dropped.append(i)
+                    continue
+                try:
+                    self._parse(content, label)
+                except DecisionParseError as err:
+                    unread.append((i, err))
+                    continue
+                entry = {"model": self.model, "prompt": payload["messages"][-1]["content"],
+                         "content": content}  # fmt: skip
+                self.cache[key] = entry
+                if self.store is not None:
+                    self.store.put(key, entry)
+        if failed:
+            good = len(items) - len(failed) - len(dropped) - len(unread)
+            unsent = f", prompts {sorted(dropped)} not sent after it" if dropped else ""
+            more = f"; and {len(failed) - 3} more" if len(failed) > 3 else ""
+            raise DecisionRequestError(
+                f"OpenAIChatDecision: {len(failed)} of {len(items)} prompt(s) failed ({good} "
+                f"good replies cached{unsent}): "
+                + "; ".join(message for _, message, _ in sorted(failed)[:3])
+                + more,
+                min(failed)[2],
+            )
+        if unread:
+            raise min(unread, key=lambda u: u[0])[1]
 
     def _request(self, payload: Mapping[str, Any]) -> str:
         """One chat completion with retries; returns the reply's text."""
@@ -300,7 +349,7 @@ class OpenAIChatDecision:
         key = os.environ.get(self.api_key_env) if self.api_key_env else None
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        last = "no attempt made"
+        last, status = "no attempt made", None
         for attempt in range(self.retries + 1):
             if attempt:
                 time.sleep(self.backoff * 2 ** (attempt - 1))
@@ -313,18 +362,19 @@ class OpenAIChatDecision:
             except urllib.error.HTTPError as err:
                 detail = err.read()[:500].decode(errors="replace")
                 last = f"HTTP {err.code} {err.reason}: {detail}"
+                status = err.code
                 if err.code not in RETRY_STATUS:
-                    raise DecisionRequestError(self._failed(attempt + 1, last)) from err
+                    raise DecisionRequestError(self._failed(attempt + 1, last), status) from err
             except (OSError, http.client.HTTPException) as err:  # refused, reset, timed out
-                last = f"{type(err).__name__}: {getattr(err, 'reason', err)}"
+                last, status = f"{type(err).__name__}: {getattr(err, 'reason', err)}", None
             else:
                 return self._content(body)
             logger.warning("request %d to %s failed: %s", attempt + 1, self.url, last)
-        raise DecisionRequestError(self._failed(self.retries + 1, last))
+        raise DecisionRequestError(self._failed(self.retries + 1, last), status)
 
     def _failed(self, attempts: int, last: str) -> str:
-        return (f"OpenAIChatDecision: {attempts} request(s) to {self.url} (model "
-                f"{self.model!r}) failed; last error: {last}")  # fmt: skip
+        return (f"{attempts} request(s) to {self.url} (model {self.model!r}) failed; "
+                f"last error: {last}")  # fmt: skip
 
     def _content(self, body: bytes) -> str:
         try:
@@ -334,8 +384,7 @@ class OpenAIChatDecision:
         except (ValueError, KeyError, IndexError, TypeError) as err:
             raw = body[:500].decode(errors="replace")
             raise DecisionRequestError(
-                f"OpenAIChatDecision: {self.url} answered without choices[0].message.content "
-                f"({err}); raw body: {raw!r}"
+                f"{self.url} answered without choices[0].message.content ({err}); raw body: {raw!r}"
             ) from err
         return content
 
@@ -347,22 +396,6 @@ class OpenAIChatDecision:
                 f"OpenAIChatDecision: could not read a probability for archetype {label} "
                 f"from model {self.model!r} ({err}); raw response: {content!r}"
             ) from err
-
-    def _save(self) -> None:
-        """Write the cache file atomically (a temporary file renamed over it)."""
-        if self.cache_path is None:
-            return
-        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.cache_path.parent, prefix=".cache-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.cache, f, indent=1, sort_keys=True, ensure_ascii=False)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.cache_path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
 
     def __repr__(self) -> str:
         return (f"OpenAIChatDecision(url={self.url!r}, model={self.model!r}, "
