@@ -8,15 +8,16 @@ import json
 import logging
 import os
 import re
+import shutil
 from collections.abc import Callable, Iterator, Sequence
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, ClassVar
 
-import torch
 from torch_geometric.data import HeteroData
 
 from ..graph import PopulationGraph
-from ..graph.storage import atomic_save
+from ..graph.storage import atomic_save, atomic_write, load_checked
 
 __all__ = ["Dataset", "default_root"]
 
@@ -46,7 +47,10 @@ class Dataset:
     their names, so changing an argument processes again into new files instead of silently
     reusing the old ones (PyG only warns). Older processed files are left where they are.
     Files are written to a temporary name and renamed into place, so a failure never leaves a
-    damaged cache or touches the raw files.
+    damaged cache or touches the raw files. Raw files bundled with the package
+    (:meth:`bundled_file`) are copied the same way, and a raw copy that differs from its
+    bundled file (a copy cut short by an older version, a damaged disk) is copied again, with a
+    warning in the log, before processing.
 
     Args:
         root: folder holding ``raw/`` and ``processed/``. ``None`` uses the default root
@@ -96,12 +100,23 @@ class Dataset:
         return ["data.pt"]
 
     def download(self) -> None:
-        """Put the raw files into ``raw_dir``."""
-        missing = [p for p in self.raw_paths if not p.exists()]
-        raise ValueError(
-            f"{type(self).__name__} needs the raw files {[str(p) for p in missing]}; "
-            "copy them there (nothing can be downloaded)."
-        )
+        """Put the missing raw files into ``raw_dir``: copy the bundled ones
+        (:meth:`bundled_file`, all-or-nothing); any other is an error naming it."""
+        missing = [(n, p) for n, p in zip(self.raw_file_names, self.raw_paths) if not p.exists()]
+        absent = [str(p) for n, p in missing if self.bundled_file(n) is None]
+        if absent:
+            raise ValueError(
+                f"{type(self).__name__} needs the raw files {absent}; copy them there "
+                "(nothing can be downloaded)."
+            )
+        for name, path in missing:
+            with self.bundled_file(name).open("rb") as source:  # type: ignore[union-attr]
+                atomic_write(path, lambda target: shutil.copyfileobj(source, target))
+
+    def bundled_file(self, name: str) -> Traversable | None:
+        """The file in the package that the raw file ``name`` is a copy of (``None``: it is
+        not bundled). :meth:`download` copies it; a raw copy that differs from it is replaced."""
+        return None
 
     def process(self) -> None:
         """Read the raw files, build the items and ``self.save(items, self.processed_paths[0])``."""
@@ -168,13 +183,16 @@ class Dataset:
         if self.root is not None and path is not None:
             payload = {"format": self._cache_description(), "items": [_encode(i) for i in items]}
             atomic_save(payload, path)
-            meta = Path(path).with_suffix(".json")
-            meta.write_text(json.dumps(json.loads(self._cache_description()), indent=2) + "\n")
+            meta = json.dumps(json.loads(self._cache_description()), indent=2) + "\n"
+            atomic_write(Path(path).with_suffix(".json"), meta.encode())
 
     def load(self, path: str | Path) -> list[Any]:
-        payload = torch.load(Path(path), weights_only=True)
-        if not isinstance(payload, dict) or payload.get("format") != self._cache_description():
-            raise ValueError(f"{path} was not written by this dataset with these arguments.")
+        payload = load_checked(
+            path,
+            self._cache_description(),
+            what="a cache written by this dataset with these arguments",
+            fix="delete it, or pass force_reload=True, to process the raw files again",
+        )
         return [self._decode(item) for item in payload["items"]]
 
     def _prepare(self, force_reload: bool) -> None:
@@ -186,12 +204,32 @@ class Dataset:
                 return
             except Exception as err:  # a damaged or foreign file: process again, say so
                 log.warning("%s: re-processing, the cache was unreadable (%s)", self, err)
+        self._remove_damaged_raw()
         if not all(p.exists() for p in self.raw_paths):
             self.raw_dir.mkdir(parents=True, exist_ok=True)
             self.download()
         log.info("%s: processing into %s", type(self).__name__, self.processed_dir)
         self.processed_dir.mkdir(parents=True, exist_ok=True)
         self.process()
+
+    def _remove_damaged_raw(self) -> None:
+        """Delete the raw copies of bundled files whose size or bytes differ from the
+        bundled file's, so that :meth:`download` copies them again."""
+        for name, path in zip(self.raw_file_names, self.raw_paths):
+            source = self.bundled_file(name)
+            if source is None or not path.is_file():
+                continue
+            expected = source.read_bytes()
+            size = path.stat().st_size
+            if size == len(expected) and path.read_bytes() == expected:
+                continue
+            why = (
+                f"{size:,} bytes where the bundled file has {len(expected):,}"
+                if size != len(expected)
+                else "its bytes differ from the bundled file's"
+            )
+            log.warning("%s: the raw file %s is damaged (%s); copying it again", self, path, why)
+            path.unlink()
 
     def _decode(self, payload: dict[str, Any]) -> Any:
         if payload["kind"] == "graph":

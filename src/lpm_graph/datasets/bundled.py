@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import warnings
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -98,10 +97,8 @@ class MassachusettsCounty(Dataset):
     def cache_args(self) -> dict[str, Any]:
         return {"county": self.county, "remove_self_loops": self.remove_self_loops}
 
-    def download(self) -> None:
-        for name, path in zip(self.raw_file_names, self.raw_paths):
-            with resources.as_file(_bundled(name)) as source:
-                shutil.copyfile(source, path)
+    def bundled_file(self, name: str) -> Traversable:
+        return _bundled(name)
 
     def process(self) -> None:
         if self.root is None:  # in memory: read the package data directly

@@ -12,8 +12,6 @@ import csv
 import datetime as dt
 import gzip
 import io
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -280,17 +278,9 @@ class _BundledSeries(Dataset):
     def processed_file_names(self) -> list[str]:
         return ["series.pt"]
 
-    def download(self) -> None:
-        """Copy the bundled file into ``raw_dir`` (nothing is downloaded)."""
-        target = self.raw_paths[0]
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(_bundled(self.source).read_bytes())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    def bundled_file(self, name: str) -> Traversable | None:
+        """The raw file is bundled: copied from the package (nothing is downloaded)."""
+        return _bundled(self.source) if name == self.source else None
 
     def cache_args(self) -> dict[str, Any]:
         return {"split": self.split, "split_dates": [d.isoformat() for d in self.split_dates]}

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..graph.storage import atomic_save
+from ..graph.storage import atomic_save, load_checked
 from .losses import normalized_mse
 
 __all__ = ["LOSSES", "History", "Trainer"]
@@ -115,6 +115,10 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _same_file(a: Path | None, b: Path | None) -> bool:
+    return a is not None and b is not None and a.resolve() == b.resolve()
+
+
 class Trainer:
     """Fits a forecasting model of :mod:`lpm_graph.train` to observed daily series.
 
@@ -145,8 +149,13 @@ class Trainer:
             validation loss, or the training loss when ``fit`` has no validation window) and
             restore the best parameters at the end. ``None``: run every epoch and keep the
             last parameters (``History.best_epoch`` is still reported).
-        checkpoint: path of the checkpoint file (``None``: no checkpoints).
+        checkpoint: path of the checkpoint file (``None``: no checkpoints). Each write is
+            all-or-nothing (a kill leaves the previous checkpoint intact). A file already there
+            is continued by ``fit(..., resume=True)`` and otherwise never replaced, unless
+            ``overwrite=True``.
         checkpoint_every: write the checkpoint every this many epochs (and after the last).
+        overwrite: let a :meth:`fit` that starts afresh replace an existing checkpoint file
+            (default ``False``: such a fit refuses before any work).
         progress: show a tqdm bar with the current losses.
         seeds: per-epoch seeds of a stochastic model: an int ``base`` (epoch ``e`` calls
             ``model(seed=base + e)``) or one seed per epoch; ``None`` calls ``model()``.
@@ -168,6 +177,7 @@ class Trainer:
         progress: bool = False,
         seeds: int | Sequence[int] | None = None,
         log_every: int | None = 10,
+        overwrite: bool = False,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be an nn.Module, got {type(model).__name__}.")
@@ -223,10 +233,12 @@ class Trainer:
         self.patience = patience
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.checkpoint_every = checkpoint_every
+        self.overwrite = bool(overwrite)
         self.progress = progress
         self.seeds = seeds
         self.log_every = log_every
         self._pending: dict[str, Any] | None = None  # a checkpoint loaded by resume()
+        self._pending_path: Path | None = None  # ... and its file
 
     # ------------------------------------------------------------------ helpers
 
@@ -272,6 +284,19 @@ class Trainer:
             self.checkpoint,
         )
 
+    def _check_overwrite(self, continued: bool) -> None:
+        """Refuse a fit that would replace a checkpoint it does not continue."""
+        path = self.checkpoint
+        if path is None or continued or self.overwrite or not path.exists():
+            return
+        if path.is_dir():
+            raise ValueError(f"checkpoint {str(path)!r} is a folder; give the path of a file.")
+        raise ValueError(
+            f"checkpoint {str(path)!r} already exists and this fit would replace it; pass "
+            "fit(..., resume=True) to continue it, or Trainer(..., overwrite=True) to start "
+            "afresh and replace it (or choose another checkpoint path)."
+        )
+
     # ------------------------------------------------------------------ public
 
     def resume(self, path: str | Path | None = None) -> History:
@@ -283,9 +308,13 @@ class Trainer:
         path = Path(path) if path is not None else self.checkpoint
         if path is None:
             raise ValueError("resume needs a path (or Trainer(checkpoint=path)).")
-        state = torch.load(path, weights_only=True)
-        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{path} is not a checkpoint written by lpm_graph.train.Trainer.")
+        state = load_checked(
+            path,
+            CHECKPOINT_FORMAT,
+            what="a checkpoint written by lpm_graph.train.Trainer",
+            fix="resume from another copy, or delete it (or pass Trainer(overwrite=True)) and "
+            "fit without resume=True to start afresh",
+        )
         if (state["scheduler"] is None) != (self.scheduler is None):
             raise ValueError(
                 f"{path} was written {'with' if self.scheduler is None else 'without'} a "
@@ -295,7 +324,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None:
             self.scheduler.load_state_dict(state["scheduler"])
-        self._pending = state
+        self._pending, self._pending_path = state, path
         return History(**state["history"])
 
     def fit(
@@ -317,6 +346,8 @@ class Trainer:
             epochs: the total number of epochs (a resumed run continues up to it).
             resume: continue from ``self.checkpoint`` if that file exists (start afresh
                 otherwise). A checkpoint loaded by :meth:`resume` is continued either way.
+                Without it, an existing checkpoint file is an error unless
+                ``Trainer(overwrite=True)``.
 
         Returns:
             The :class:`History` of the whole run (resumed epochs included).
@@ -364,6 +395,8 @@ class Trainer:
             else:
                 logger.info("no checkpoint at %s: starting from epoch 0", self.checkpoint)
         pending, self._pending = self._pending, None
+        source, self._pending_path = self._pending_path, None
+        self._check_overwrite(pending is not None and _same_file(source, self.checkpoint))
         if pending is not None:
             if pending["signature"] != signature:
                 raise ValueError(
