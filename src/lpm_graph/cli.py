@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
 import platform
 import sys
@@ -24,6 +23,7 @@ if TYPE_CHECKING:
     from .graph import PopulationGraph
     from .protocols import Protocol
     from .simulator import Trajectory
+    from .train.experiment import ExperimentResult
 
 
 class UsageError(ValueError):
@@ -142,9 +142,7 @@ def _import_problem(package: str) -> str | None:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
-
+    from .outputs import OutputFolder
     from .train.experiment import CountyExperiment, run_county_experiment
 
     optional = {"epochs": args.epochs, "patience": args.patience, "lr": args.lr}
@@ -160,6 +158,13 @@ def _calibrate(args: argparse.Namespace) -> int:
         seed=args.seed,
         **{k: v for k, v in optional.items() if v is not None},
     )
+    out = OutputFolder(
+        args.output,
+        "calibrate",
+        "results.json",
+        ("metrics.md", "forecast.png"),
+        legacy=("config", "metrics"),
+    )
     print(f"calibrating county {cfg.county}: {cfg}")
     start = time.perf_counter()
     result = run_county_experiment(cfg)
@@ -170,46 +175,50 @@ def _calibrate(args: argparse.Namespace) -> int:
         runs, loss = result.evaluations[name], result.train_loss[name]
         print(f"{name:<48} {runs:>6} {seconds:>9.1f} {loss:>11.4g}")
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.md").write_text(result.table() + "\n")
-    summary = {
-        "config": vars(cfg),
-        "metrics": result.metrics,
-        "wall_time": result.wall_time,
-        "evaluations": result.evaluations,
-        "train_loss": result.train_loss,
-        "parameters": result.parameters,
-    }
-    (out / "results.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    try:
-        from .train.plot import plot_forecast
-    except ImportError:
-        plot_forecast = None
-    if plot_forecast is not None:
-        try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError:
-            print("matplotlib is not installed: no plot (pip install lpm-graph[plot])")
-        else:
-            fig, ax = plt.subplots(figsize=(10, 5))
-            plot_forecast(
-                result.predictions,
-                result.reported,
-                bands=result.runs,
-                dates=result.dates,
-                train_end=result.forecast_start,
-                title=f"County {cfg.county}: daily deaths, fit and forecast",
-                ylabel="daily deaths (reported)",
-                ax=ax,
-            )
-            fig.savefig(out / "forecast.png", dpi=120, bbox_inches="tight")
-            print(f"plot: {out / 'forecast.png'}")
-    print(f"results: {out / 'results.json'}, {out / 'metrics.md'}")
+    with out.writing() as stage:
+        (stage / "metrics.md").write_text(result.table() + "\n")
+        _plot_calibration(result, cfg.county, stage / "forecast.png")
+        out.commit(
+            {
+                "config": vars(cfg),
+                "metrics": result.metrics,
+                "wall_time": result.wall_time,
+                "evaluations": result.evaluations,
+                "train_loss": result.train_loss,
+                "parameters": result.parameters,
+            }
+        )
+    if (out.path / "forecast.png").exists():
+        print(f"plot: {out.path / 'forecast.png'}")
+    print(f"results: {out.path / 'results.json'}, {out.path / 'metrics.md'}")
     return 0
+
+
+def _plot_calibration(result: ExperimentResult, county: str, path: Path) -> None:
+    """Draw the fits and forecasts to ``path`` (nothing, with a note, without matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot (pip install lpm-graph[plot])")
+        return
+    from .train.plot import plot_forecast
+
+    fig, ax = plt.subplots(figsize=(10, 5))
+    plot_forecast(
+        result.predictions,
+        result.reported,
+        bands=result.runs,
+        dates=result.dates,
+        train_end=result.forecast_start,
+        title=f"County {county}: daily deaths, fit and forecast",
+        ylabel="daily deaths (reported)",
+        ax=ax,
+    )
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
 
 
 # ---------------------------------------------------------------------------- run
@@ -323,6 +332,7 @@ def _protocol(args: argparse.Namespace, values: dict[str, Any], graph: Populatio
 
 
 def _run(args: argparse.Namespace) -> int:
+    from .outputs import OutputFolder
     from .protocols import AGE_GROUPS
     from .simulator import simulate
 
@@ -336,8 +346,7 @@ def _run(args: argparse.Namespace) -> int:
             f"{graph.num_nodes():,} agents."
         )
     graph, protocol = graph.to(device), protocol.to(device)
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
+    out = OutputFolder(args.output, "run", "run.json", ("results.csv", "epidemic.png"))
     edges = sum(graph.num_edges(r) for r in graph.relations)
     reps = args.replicates
     print(
@@ -361,32 +370,31 @@ def _run(args: argparse.Namespace) -> int:
     final = _print_table(traj)
     print(f"{args.steps} steps in {elapsed:.2f} s")
 
-    table = out / "results.csv"
-    _write_table(traj, table)
-    files = {"table": table.name, "plot": None}
-    plot = _plot_run(traj, args, protocol, values, described, out / "epidemic.png")
-    if plot is not None:
-        files["plot"] = plot.name
-    record = {
-        "command": "run",
-        "arguments": {k: v for k, v in vars(args).items() if k != "func"},
-        "protocol": {"name": args.protocol, "class": type(protocol).__name__, **values},
-        "dataset": {
-            "description": described,
-            "agents": graph.num_nodes(),
-            "edges": edges,
-            "relations": [r[1] for r in graph.relations],
-        },
-        "age_groups": list(AGE_GROUPS) if args.protocol != "sir" else None,
-        "final": final,
-        "elapsed_s": round(elapsed, 3),
-        "device": str(device),
-        "versions": {"lpm-graph": __version__, "torch": torch.__version__},
-        "files": files,
-    }
-    (out / "run.json").write_text(json.dumps(record, indent=2) + "\n")
-    written = ", ".join(str(out / f) for f in ("results.csv", "run.json", files["plot"]) if f)
-    print(f"wrote {written}")
+    with out.writing() as stage:
+        _write_table(traj, stage / "results.csv")
+        plot = _plot_run(traj, args, protocol, values, described, stage / "epidemic.png")
+        files = {"table": "results.csv", "plot": None if plot is None else plot.name}
+        out.commit(
+            {
+                "command": "run",
+                "arguments": {k: v for k, v in vars(args).items() if k != "func"},
+                "protocol": {"name": args.protocol, "class": type(protocol).__name__, **values},
+                "dataset": {
+                    "description": described,
+                    "agents": graph.num_nodes(),
+                    "edges": edges,
+                    "relations": [r[1] for r in graph.relations],
+                },
+                "age_groups": list(AGE_GROUPS) if args.protocol != "sir" else None,
+                "final": final,
+                "elapsed_s": round(elapsed, 3),
+                "device": str(device),
+                "versions": {"lpm-graph": __version__, "torch": torch.__version__},
+                "files": files,
+            }
+        )
+    written = ("results.csv", "run.json", files["plot"])
+    print(f"wrote {', '.join(str(out.path / f) for f in written if f)}")
     return 0
 
 
@@ -487,10 +495,12 @@ def _plot_run(
 
 def _bench(args: argparse.Namespace) -> int:
     from .datasets import erdos_renyi
+    from .outputs import OutputFolder
     from .protocols import SIR
     from .simulator import simulate
 
     device = _device(args.device)
+    out = None if args.output is None else OutputFolder(args.output, "bench", "bench.json")
     graph = erdos_renyi(args.agents, args.degree, seed=args.seed).to(device)
     reps = args.replicates if args.replicates > 1 else None
     infected = max(1, args.agents // 1000)
@@ -532,20 +542,19 @@ def _bench(args: argparse.Namespace) -> int:
         "Full benchmarks (scale to 1e7 agents, exactness against Gillespie, Starsim, AgentTorch, "
         "secure runs): benchmarks/ and benchmarks/README.md in the source repository."
     )
-    if args.output is not None:
-        out = Path(args.output)
-        out.mkdir(parents=True, exist_ok=True)
-        record = {
-            "command": "bench",
-            "arguments": {k: v for k, v in vars(args).items() if k != "func"},
-            "edges": graph.num_edges(),
-            "device": str(device),
-            "threads": torch.get_num_threads(),
-            "versions": {"lpm-graph": __version__, "torch": torch.__version__},
-            "results": results,
-        }
-        (out / "bench.json").write_text(json.dumps(record, indent=2) + "\n")
-        print(f"wrote {out / 'bench.json'}")
+    if out is not None:
+        with out.writing():
+            out.commit(
+                {
+                    "arguments": {k: v for k, v in vars(args).items() if k != "func"},
+                    "edges": graph.num_edges(),
+                    "device": str(device),
+                    "threads": torch.get_num_threads(),
+                    "versions": {"lpm-graph": __version__, "torch": torch.__version__},
+                    "results": results,
+                }
+            )
+        print(f"wrote {out.path / 'bench.json'}")
     return 0
 
 
@@ -608,8 +617,11 @@ examples:
 
 writes, under --output: results.csv (one row per step and replicate: t, the count of every
 compartment, new_<flow> for the flows of the step, and X_by_age_0..7 per age group for the
-SEIRM models), run.json (the arguments, dataset, parameters and final counts) and
-epidemic.png (needs matplotlib: pip install 'lpm-graph[plot]').
+SEIRM models), run.json (the arguments, dataset, parameters and final counts, and
+"complete": true) and epidemic.png (needs matplotlib: pip install 'lpm-graph[plot]').
+The files of an earlier run there are replaced all together once the new ones are written:
+an interrupted run leaves the earlier one whole. A folder holding such files that no
+`lpm-graph run` wrote is refused; other files in the folder are left alone.
 """
 
 
