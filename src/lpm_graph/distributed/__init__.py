@@ -20,8 +20,9 @@ Under torchrun, call :func:`init_from_env` and then the same code on every rank.
 Pieces: :class:`Partition` (owners, halos, send lists; :meth:`Partition.metis`,
 :meth:`Partition.contiguous`, :meth:`Partition.by_attribute`, :meth:`Partition.quality`),
 :func:`exchange_halo` (differentiable ``all_to_all_single``), :class:`PartitionedProtocol`
-(any protocol on one rank's :class:`Shard`), the reductions of :mod:`.reduce`, and the
-launchers of :mod:`.launch`.
+(any protocol on one rank's :class:`Shard`), the reductions of :mod:`.reduce`, the
+launchers of :mod:`.launch`, and the heartbeat of :mod:`.heartbeat`, which names a frozen or
+dead rank within seconds.
 """
 
 from .halo import exchange_halo, refresh_halo

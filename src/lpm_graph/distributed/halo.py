@@ -15,6 +15,7 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from .heartbeat import named_failures
 from .partition import Shard
 
 __all__ = ["exchange_halo", "refresh_halo"]
@@ -32,9 +33,10 @@ def _all_to_all(
     wire = send.dtype == torch.bool
     if wire:  # not every backend carries bool
         send, recv = send.view(torch.uint8), recv.view(torch.uint8)
-    dist.all_to_all_single(
-        recv, send.contiguous(), list(recv_counts), list(send_counts), group=group
-    )
+    with named_failures():
+        dist.all_to_all_single(
+            recv, send.contiguous(), list(recv_counts), list(send_counts), group=group
+        )
     if wire:
         recv = recv.view(torch.bool)
     return recv.to(x.device) if stage else recv

@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from .heartbeat import named_failures
 from .partition import Shard
 
 __all__ = [
@@ -35,7 +36,8 @@ class _AllReduceSum(torch.autograd.Function):
     def forward(ctx, x: Tensor, group: dist.ProcessGroup | None) -> Tensor:  # type: ignore[override]
         out = x.clone()
         if dist.get_world_size(group) > 1:
-            dist.all_reduce(out, op=dist.ReduceOp.SUM, group=group)
+            with named_failures():
+                dist.all_reduce(out, op=dist.ReduceOp.SUM, group=group)
         return out
 
     @staticmethod
@@ -94,7 +96,8 @@ def reduce_gradients(
             (p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in members
         ]
         buffer = torch.cat(flat)
-        dist.all_reduce(buffer, op=dist.ReduceOp.SUM, group=group)
+        with named_failures():
+            dist.all_reduce(buffer, op=dist.ReduceOp.SUM, group=group)
         has, *grads = buffer.split([len(members), *(p.numel() for p in members)])
         for p, flag, g in zip(members, has.tolist(), grads):
             if flag > 0:
@@ -140,13 +143,15 @@ def gather_rows(x: Tensor, shard: Shard, group: dist.ProcessGroup | None = None)
         return out
     counts = torch.tensor([shard.num_owned], device=x.device)
     every = [torch.zeros_like(counts) for _ in range(world)]
-    dist.all_gather(every, counts, group=group)
+    with named_failures():
+        dist.all_gather(every, counts, group=group)
     width = int(max(int(c) for c in every))
     pad = lambda t: torch.cat([t, t.new_zeros((width - t.shape[0], *t.shape[1:]))])  # noqa: E731
     rows = [x.new_empty((width, *x.shape[1:])) for _ in range(world)]
     ids = [torch.empty(width, dtype=torch.long, device=x.device) for _ in range(world)]
-    dist.all_gather(rows, pad(x.contiguous()), group=group)
-    dist.all_gather(ids, pad(shard.owned_nodes.to(x.device)), group=group)
+    with named_failures():
+        dist.all_gather(rows, pad(x.contiguous()), group=group)
+        dist.all_gather(ids, pad(shard.owned_nodes.to(x.device)), group=group)
     out = x.new_empty((shard.num_global_nodes, *x.shape[1:]))
     for count, block, index in zip(every, rows, ids):
         out[index[: int(count)]] = block[: int(count)]

@@ -47,6 +47,7 @@ from ..protocols.base import Coupling, Estimator, Mode, Protocol, State, StepCon
 from ..protocols.seirm import SEIRM
 from ..simulator import Simulator, Trajectory
 from .halo import refresh_halo
+from .heartbeat import named_failures
 from .partition import Partition, Shard
 from .reduce import all_reduce_dict
 
@@ -244,7 +245,8 @@ def _check_world(shard: Shard, group: dist.ProcessGroup | None) -> None:
         [*shard.send_counts, *shard.recv_counts, shard.num_global_nodes], device=device
     )
     every = [torch.zeros_like(mine) for _ in range(world)]
-    dist.all_gather(every, mine, group=group)
+    with named_failures():
+        dist.all_gather(every, mine, group=group)
     sends = torch.stack([e[:world] for e in every])  # [q, r]: q sends to r
     recvs = torch.stack([e[world : 2 * world] for e in every])  # [r, q]: r receives from q
     sizes = {int(e[-1]) for e in every}
