@@ -15,6 +15,7 @@ from lpm_graph.layers import ProtocolLayer
 from lpm_graph.layers.transmission import Transmission
 from lpm_graph.protocols import SEIRM, SIR
 from lpm_graph.secure import (
+    DataOwner,
     LeakagePolicy,
     SEIRMInputs,
     Session,
@@ -140,7 +141,8 @@ def plaintext():
 
 @pytest.fixture(scope="module", params=["in-process", "processes"])
 def secure(request):
-    owner = Inputs(N, 3, seed=SEED)
+    # SIR and SEIRM share the initial infections in one session: served more than once
+    owner = DataOwner(Inputs(N, 3, seed=SEED), serve_once=False)
     if request.param == "in-process":
         return suite(Session(2, seed=0, owner=owner, policy=OPEN))
     results = launch(_party, parties=2, seed=0, owner=owner, policy=OPEN, force_insecure=True)

@@ -11,6 +11,7 @@ import torch.distributed as dist
 from lpm_graph.secure.dealer import Dealer
 from lpm_graph.secure.distributed import DistributedTransport, launch
 from lpm_graph.secure.owner import DataOwner, OwnerRole
+from lpm_graph.secure.policy import LeakagePolicy
 from lpm_graph.secure.prg import Randomness
 from lpm_graph.secure.ring import FRAC_BITS, decode
 from lpm_graph.secure.session import LocalTransport, Session
@@ -32,6 +33,12 @@ def _owner(name, step):
     if name == "flags":
         return torch.tensor([1, 0, 1]), 0
     raise KeyError(f"no private input {name!r}")
+
+
+# the test opens inputs and asks for them again: an owner that serves them more than once,
+# and a policy that allows the openings of per-agent values
+OWNER = DataOwner(_owner, serve_once=False)
+OPEN = LeakagePolicy.unrestricted()
 
 
 def _party(session):
@@ -98,16 +105,20 @@ def _secure(session):
 
 @pytest.mark.parametrize("parties", [2, 3])
 def test_parties_get_their_own_rows_of_the_same_shares_as_the_local_dealer(parties):
-    results = launch(_party, parties, seed=SEED, owner=_owner, timeout=120, force_insecure=True)
+    results = launch(
+        _party, parties, seed=SEED, owner=OWNER, timeout=120, policy=OPEN, force_insecure=True
+    )
 
     reference = Dealer(parties, seed=SEED)
-    owner = OwnerRole(DataOwner(_owner), parties, FRAC_BITS, Randomness.reproducible(SEED))
+    owner = OwnerRole(OWNER, parties, FRAC_BITS, Randomness.reproducible(SEED))
     expected = [reference.make(kind, shape, **kwargs) for kind, shape, kwargs in REQUESTS]
     expected_inputs = [owner.share(name, step) for name, step in INPUTS]
     with pytest.raises(KeyError):
         owner.share("missing", None)
     expected_after = reference.make("triple", (2,))
-    expected_secure = _secure(Session(transport=LocalTransport(reference, [owner]), seed=SEED))
+    expected_secure = _secure(
+        Session(transport=LocalTransport(reference, [owner]), seed=SEED, policy=OPEN)
+    )
 
     assert len(results) == parties
     for rank, result in enumerate(results):

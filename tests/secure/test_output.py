@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from lpm_graph.secure import (
+    DataOwner,
     LeakageError,
     OutputShares,
     Session,
@@ -92,7 +93,8 @@ def _sir():
 
 @pytest.mark.parametrize("parties", [2, 3])
 def test_launch_hands_outputs_to_its_caller(parties):
-    results = launch(_party, parties, owner=SIRInputs(N, 4), timeout=120)
+    owner = DataOwner(SIRInputs(N, 4), serve_once=False)  # the party function reads it twice
+    results = launch(_party, parties, owner=owner, timeout=120)
     got = receive(results)
     assert float(got["infected"]) == 4.0
     assert got["counts"][0] == 4.0

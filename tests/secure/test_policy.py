@@ -12,6 +12,7 @@ from lpm_graph.datasets.generators import erdos_renyi
 from lpm_graph.protocols import SEIRM, SIR
 from lpm_graph.secure import (
     AuditLog,
+    DataOwner,
     GaussianDP,
     InsecureDebugWarning,
     LeakageError,
@@ -53,7 +54,7 @@ def test_attack_public_all_but_one_isolates_an_agent(graph):
     opened = [v for v, o in zip(session.audit.values, session.audit.openings)
               if o.kind == "public_state"]  # fmt: skip
     lone = torch.stack(
-        [torch.stack([run.counts[k][t] for k in "SIR"]) - o.sum(1) for t, o in enumerate(opened)]
+        [torch.stack([run.counts[k][t] for k in "SIR"]) - o.sum(0) for t, o in enumerate(opened)]
     )  # [T + 1, 3]: the private agent's S, I, R each day
     assert lone[0].tolist() == [0.0, 1.0, 0.0]  # it is the index case
     assert torch.equal(lone.sum(1), torch.ones(6, dtype=torch.float64))  # one agent, every day
@@ -173,10 +174,13 @@ def test_the_budget_runs_out(graph):
     assert session.audit.epsilon <= 2.0
 
 
-def test_an_aggregate_under_dp_must_declare_its_sensitivity():
-    session = Session(2, policy=LeakagePolicy(privacy=GaussianDP(epsilon=10.0)))
-    with pytest.raises(LeakageError, match="declares no sensitivity"):
-        session.share(torch.ones(20)).sum().reveal("total", "aggregate", group=20)
+def test_an_aggregate_under_dp_gets_at_least_the_policys_sensitivity():
+    dp = GaussianDP(epsilon=1e6, noise_multiplier=3.0, aggregate_sensitivity=2.0)
+    session = Session(2, policy=LeakagePolicy(privacy=dp))
+    with pytest.raises(LeakageError, match="below the policy's aggregate_sensitivity=2"):
+        session.share(torch.ones(20)).sum().reveal("total", "aggregate", group=20, sensitivity=1)
+    opened = session.share(torch.zeros(20000)).reveal("zeros", "aggregate", group=20)
+    assert math.isclose(float(opened.std()), math.sqrt(2) * 3.0 * 2.0, rel_tol=0.03)
 
 
 def test_a_noisy_secure_run_stays_close_to_the_exact_one(graph):
@@ -239,3 +243,21 @@ def _never_runs(session):  # pragma: no cover - launch refuses before starting p
 def test_launch_refuses_the_range_check_unless_forced():
     with pytest.raises(ValueError, match="check_ranges=True opens"):
         launch(_never_runs, 2, check_ranges=True)
+
+
+def test_an_owner_with_few_agents_of_an_age_group_is_refused():
+    """Other owners could subtract their own agents from a by-age count: an owner must speak
+    for none or at least min_group private agents of every age group."""
+    protocol = SEIRM(2.0, torch.zeros(8), learnable=False, by_age=True)
+    g = erdos_renyi(N, 4.0, seed=2)
+    age = torch.zeros(N, dtype=torch.long)
+    age[:30] = 1
+    g.set_node_attrs("agent", age_group=age)
+    first = torch.cat([torch.arange(0, 27), torch.arange(30, 33)])  # 3 agents of age group 0
+    rest = torch.tensor([i for i in range(N) if i not in set(first.tolist())])
+    owners = [
+        DataOwner(SEIRMInputs(protocol, len(first), 1), agents=first, num_agents=N),
+        DataOwner(SEIRMInputs(protocol, len(rest), 1), agents=rest, num_agents=N),
+    ]
+    with pytest.raises(LeakageError, match="data owner 0 speaks for 3 private agents of group 0"):
+        secure_seirm(protocol, g, 1, Session(2, owners=owners))

@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from lpm_graph.secure import DataOwner, Dealer, Session, launch, session_from_env
+from lpm_graph.secure import (
+    DataOwner,
+    Dealer,
+    LeakagePolicy,
+    Session,
+    launch,
+    session_from_env,
+)
 from lpm_graph.secure.distributed import _role_part, _Setup
 from lpm_graph.secure.prg import Randomness
 
@@ -42,6 +49,7 @@ def _reveal_x(session):
 
 
 EVEN, ODD = torch.arange(0, N, 2), torch.arange(1, N, 2)
+OPEN = LeakagePolicy(outputs=True)  # these tests open the per-agent input to check it
 
 
 def _two_owners(log: str | None = None) -> list[DataOwner]:
@@ -76,7 +84,7 @@ def test_only_the_owners_process_computes_its_inputs(tmp_path):
     """Every input request reaches the owner's own process; neither a party nor the dealer
     ever calls an owner."""
     log = tmp_path / "calls.log"
-    results = launch(_reveal_x, 2, owners=_two_owners(str(log)), timeout=120)
+    results = launch(_reveal_x, 2, owners=_two_owners(str(log)), timeout=120, policy=OPEN)
     for opened in results:
         assert torch.allclose(opened, X + 2, atol=2**-15)
     calls = log.read_text().splitlines()
@@ -92,7 +100,7 @@ def test_the_dealer_has_no_input_to_give():
 
 
 def test_several_owners_partition_the_agents_in_process():
-    session = Session(2, owners=_two_owners())
+    session = Session(2, owners=_two_owners(), policy=OPEN)
     x = session.input("x", 2)
     assert x.shares.shape == (2, N)
     assert torch.allclose(session.reveal(x, "x"), X + 2, atol=2**-15)
@@ -160,7 +168,7 @@ def _env_rank(rank: int, world: int, port: int, marks: str, out) -> None:
         RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
         LPM_TEST_MARKS=marks,
     )  # fmt: skip
-    session = session_from_env(owners=[_make_owner], timeout=60)
+    session = session_from_env(owners=[_make_owner], timeout=60, policy=OPEN)
     if session is not None:
         out.put((rank, _reveal_x(session).tolist()))
         session.close()

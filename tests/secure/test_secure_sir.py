@@ -10,7 +10,7 @@ from lpm_graph import simulate
 from lpm_graph.datasets.generators import erdos_renyi
 from lpm_graph.layers.transmission import Transmission
 from lpm_graph.protocols import SIR
-from lpm_graph.secure import Session, decode, encode
+from lpm_graph.secure import DataOwner, Session, decode, encode
 from lpm_graph.secure.sir import SIRInputs, secure_sir
 from lpm_graph.secure.tensor import decode_shares
 
@@ -135,16 +135,17 @@ def test_mixed_graph_opens_public_agents_only():
     ]  # fmt: skip
     assert len(opened) == steps + 1
     for t, (_, value) in enumerate(opened):
-        state = torch.stack([plain.states[t][k][public] for k in ("S", "I", "R")])
+        state = torch.stack([plain.states[t][k][public] for k in ("S", "I", "R")], 1)
         assert torch.equal(value, state.long())  # public agents' states, scale 0
-    assert all(o.shape == (3, int(public.sum())) for o, _ in opened)
+    assert all(o.shape == (int(public.sum()), 3) for o, _ in opened)
     assert session.audit.names("aggregate") == {"counts"}
 
 
 def test_aggregation_is_free_and_step_bytes_grow_with_agents_not_edges():
     def step_bytes(n, degree):
         graph = erdos_renyi(n, degree, seed=0)
-        session = Session(2, seed=0, owner=SIRInputs(n, 5, seed=0))
+        owner = DataOwner(SIRInputs(n, 5, seed=0), serve_once=False)  # two uses of one input
+        session = Session(2, seed=0, owner=owner)
         layer = Transmission()
         infected = session.input("initial_infected")
         before = (session.cost.rounds, session.cost.bytes_per_party)

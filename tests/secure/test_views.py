@@ -48,7 +48,8 @@ def _view(infected: torch.Tensor) -> np.ndarray:
     opened to it (the declared aggregates left out), as top bytes of the words."""
     graph = erdos_renyi(N, 6.0, seed=0)
     audit = AuditLog(keep_values=True)
-    session = Session(2, owner=SIRInputs(N, infected), audit=audit)
+    owner = DataOwner(SIRInputs(N, infected), serve_once=False)  # the view takes them twice
+    session = Session(2, owner=owner, audit=audit)
     words = [session.input("initial_infected").shares[0], session.input("draw", 0).shares[0]]
     secure_sir(SIR(0.3, 0.1, learnable=False), graph, 3, session)
     for value, opening in zip(audit.values, audit.openings):

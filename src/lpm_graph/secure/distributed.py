@@ -4,8 +4,10 @@ dealer's and the data owners' loops, and a launcher.
 World layout: ranks ``0 .. K-1`` are the compute parties, rank ``K`` is the dealer and ranks
 ``K+1 .. K+M`` are the ``M`` data owners. The parties exchange shares in a process group of
 their own (neither the dealer nor an owner is in it); the dealer and each owner talk to each
-party point to point and send party ``i`` its own shares and nothing else. No process
-receives another role's key, and only an owner's process ever holds its plaintext inputs.
+party point to point and send party ``i`` its own shares and nothing else. No role's process
+receives another role's key, and among the roles only an owner's process holds its
+plaintext inputs (with :func:`launch`, the calling process builds the owners, so it holds
+them too: see ``SECURITY.md``).
 
 At the start every owner sends each party the public part of its description (which agents
 it speaks for, the population size), so that the parties know where its shares go.
@@ -51,7 +53,7 @@ import torch.multiprocessing as mp
 from torch import Tensor
 
 from .dealer import Dealer
-from .owner import DataOwner, InputOwner, OwnerRole, as_owners, place_shares
+from .owner import DataOwner, InputOwner, OwnerRole, as_owners, check_partition, place_shares
 from .policy import LeakagePolicy
 from .prg import KEY_BYTES, Randomness, as_randomness
 from .ring import FRAC_BITS
@@ -152,7 +154,8 @@ class DistributedTransport(Transport):
         self._owned = 0
         self._closed = False
         # each owner's public description: which agents it speaks for (or all)
-        self.owner_agents = [_read_owner_hello(_recv(r)) for r in self.owner_ranks]
+        self._owner_publics = [_read_owner_hello(_recv(r)) for r in self.owner_ranks]
+        check_partition(self._owner_publics)  # an owner may not claim another's agents
 
     def exchange(self, tensors: Sequence[Tensor]) -> list[Tensor]:
         """All tensors in one ``all_gather``: their bytes in one buffer, whatever the dtypes."""
@@ -198,7 +201,7 @@ class DistributedTransport(Transport):
             )
         request = _words(_INPUT, name, step is not None, step or 0)
         parts, bits = [], set()
-        for rank, (agents, n) in zip(self.owner_ranks, self.owner_agents):
+        for rank, (agents, n) in zip(self.owner_ranks, self._owner_publics):
             what = f"private input {name!r} at step {step}"
             got, b, size = self._ask(rank, request, what)
             self._owned += size
@@ -261,6 +264,9 @@ class DistributedTransport(Transport):
                     f"party {self.rank} received {name!r} with shape {tuple(part.shape)}; a party "
                     "process must receive exactly its own row [1, ...] of shares."
                 )
+
+    def owner_agents(self) -> list[Tensor | None]:
+        return [agents for agents, _ in self._owner_publics]
 
     def dealer_bytes(self) -> int:
         """Bytes of shares this party received from the dealer (headers not counted)."""

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .policy import LeakageError
 from .prg import KeyStream, Randomness, derive_key
 from .ring import encode_scaled, random_ring
 
@@ -42,11 +43,16 @@ class DataOwner:
         agents: ``None``: all agents of the population, in order. Or the ids of this
             owner's agents (int64 ``[n]``, distinct): its values' rows go to these agents.
         num_agents: the population size (needed with ``agents``).
+        serve_once: share each input (name, step) once per session (default): a second
+            request, e.g. a second run in the same session on another graph or with other
+            parameters, would let the parties compare several functions of the same private
+            values. ``False`` for tests that run several protocols on one realisation.
     """
 
     inputs: object
     agents: Tensor | None = None
     num_agents: int | None = None
+    serve_once: bool = True
 
     def __post_init__(self) -> None:
         if not callable(self.inputs):
@@ -149,9 +155,16 @@ class OwnerRole:
         label = f"owner/{index}"
         self._stream = KeyStream(derive_key(randomness.master_key(label), "share"))
         self.bytes_sent = 0  # bytes of shares sent to all parties
+        self._served: set[tuple[str, int | None]] = set()
 
     def share(self, name: str, step: int | None) -> tuple[Tensor, int]:
         """``([parties, n, ...] shares, frac_bits)`` of the private input ``name`` at ``step``."""
+        key = (str(name), None if step is None else int(step))
+        if self.owner.serve_once and key in self._served:
+            raise LeakageError(
+                f"owner {self.index} already shared its input {name!r} at step {step} in this "
+                "session; a second run needs a new session (fresh draws)."
+            )
         out = self.owner.inputs(name, step)
         value, bits = out if isinstance(out, tuple) else (out, None)
         value = torch.as_tensor(value)
@@ -168,6 +181,7 @@ class OwnerRole:
         shares = random_ring((self.parties - 1, *encoded.shape), self._stream, self.device)
         shares = torch.cat([shares, (encoded - shares.sum(0)).unsqueeze(0)])
         self.bytes_sent += shares.numel() * shares.element_size()
+        self._served.add(key)
         return shares, bits
 
 

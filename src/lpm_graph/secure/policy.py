@@ -25,6 +25,7 @@ policy it agreed to, not code received from the output receiver.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -71,15 +72,18 @@ class GaussianDP:
         delta: the :math:`\delta` of the budget.
         noise_multiplier: ``z = sigma / sensitivity`` per opening.
         gradient_clip: the per-parameter bound ``C`` of an opened gradient.
+        aggregate_sensitivity: the least L2 sensitivity an aggregate's noise is made for (a
+            caller may declare more, not less; 2 for the built-in counts).
     """
 
     epsilon: float
     delta: float = 1e-6
     noise_multiplier: float = 1.0
     gradient_clip: float = 1.0
+    aggregate_sensitivity: float = 2.0
 
     def __post_init__(self) -> None:
-        for name in ("epsilon", "noise_multiplier", "gradient_clip"):
+        for name in ("epsilon", "noise_multiplier", "gradient_clip", "aggregate_sensitivity"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(
@@ -141,12 +145,18 @@ class LeakagePolicy:
         return cls(min_group=0, gradient_openings=1 << 62, outputs=True)
 
     # ------------------------------------------------------------------ checks
-    def check_public(self, public: Tensor | None, num_agents: int) -> None:
-        """Refuse a ``public=`` mask that leaves fewer than ``min_group`` private agents."""
+    def check_public(self, public: Tensor | None, num_agents: int, earlier: int = 0) -> None:
+        """Refuse a ``public=`` mask (with every agent declared public earlier in the session,
+        ``earlier`` of them) that leaves fewer than ``min_group`` private agents."""
         private = num_agents - (0 if public is None else int(public.sum()))
         if private < self.min_group:
+            before = (
+                f" (with the {earlier} agents declared public by earlier runs of this session)"
+                if earlier
+                else ""
+            )
             raise LeakageError(
-                f"only {private} of the {num_agents} agents are private, fewer than the "
+                f"only {private} of the {num_agents} agents are private{before}, fewer than the "
                 f"policy's min_group={self.min_group}: the declared aggregates minus the public "
                 "agents' states would reveal them. Make fewer agents public, or lower "
                 "min_group in the session's LeakagePolicy if that is acceptable."
@@ -154,7 +164,12 @@ class LeakagePolicy:
 
     def check_groups(self, groups: Tensor, what: str) -> None:
         """Refuse an aggregate over fewer than ``min_group`` private agents per value."""
-        if groups.numel() and int(groups.min()) < self.min_group:
+        if groups.numel() == 0:
+            raise LeakageError(
+                f"aggregate {what!r} declares an empty group; give the number of private "
+                "agents behind each value."
+            )
+        if int(groups.min()) < self.min_group:
             small = int(groups.min())
             raise LeakageError(
                 f"aggregate {what!r} would open a value over {small} private agents, fewer "
@@ -162,12 +177,44 @@ class LeakagePolicy:
                 "(e.g. by_age=False), or lower min_group if that is acceptable."
             )
 
+    def check_owners(
+        self, owners: Sequence[Tensor | None], private: Tensor, labels: Tensor | None = None
+    ) -> None:
+        """With several data owners, each must speak for none or at least ``min_group`` of the
+        private agents, overall and of every group (``labels``): the other owners know their
+        own agents and could subtract them from an aggregate."""
+        if len(owners) < 2:
+            return
+        n = private.numel()
+        for m, agents in enumerate(owners):
+            mine = torch.zeros(n, dtype=torch.bool)
+            mine[agents.long().cpu() if agents is not None else slice(None)] = True
+            mine &= private.cpu()
+            counts = [("overall", int(mine.sum()))]
+            if labels is not None:
+                per = torch.bincount(labels[mine], minlength=int(labels.max()) + 1)
+                counts += [(f"of group {g}", int(c)) for g, c in enumerate(per.tolist())]
+            for where, count in counts:
+                if 0 < count < self.min_group:
+                    raise LeakageError(
+                        f"data owner {m} speaks for {count} private agents {where}, fewer than "
+                        f"the policy's min_group={self.min_group}: the other owners could "
+                        "subtract their own agents from the aggregates and learn them. Merge "
+                        "small owners, aggregate over larger groups, or lower min_group."
+                    )
+
     def check_opening(self, kind: str, name: str, group: Tensor | int | None, opened: int) -> None:
         """Refuse an opening the policy does not allow (before anything is sent)."""
         if kind not in KINDS:
             raise ValueError(f"unknown opening kind {kind!r}; declare one of {KINDS}.")
-        if kind in _MASKS or kind in ("public_state", "loss"):
-            return
+        if kind in _MASKS or kind in ("loss", "range_check"):
+            raise LeakageError(
+                f"{name!r}: kind {kind!r} is not opened by callers (masks are opened by the "
+                "protocols themselves, a loss is computed from opened aggregates, range checks "
+                "by the debug mode); open an 'aggregate', a 'gradient' or an 'output'."
+            )
+        if kind == "public_state":
+            return  # the session checks the agents it names
         if kind == "aggregate":
             if group is None:
                 raise LeakageError(

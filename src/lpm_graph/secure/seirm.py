@@ -144,9 +144,9 @@ def secure_seirm(
         ``protocol.by_age``; the gradient of a loss of them with :meth:`~lpm_graph.secure.
         SecureTrajectory.gradient`.
     """
-    step = _SecureStep(protocol, graph, session, tangents, public)
-    if not isinstance(steps, int) or steps < 1:
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}.")
+    step = _SecureStep(protocol, graph, session, tangents, public)
     with session.step("setup"):
         state, tangent = step.initial()
         step.observe(state, tangent, None)
@@ -188,7 +188,7 @@ class _SecureStep:
                 raise ValueError(
                     f"public must be a bool mask of the {n} agents, got {list(public.shape)}."
                 )
-        session.policy.check_public(public, n)
+        session.declare_agents(n, public, age if protocol.by_age else None)
         self.public = None if public is None or not bool(public.any()) else public
         f64 = torch.float64
         dt = protocol.dt
@@ -496,6 +496,7 @@ class _SecureStep:
             sizes.index_add_(0, self.age.long(), private)
             groups.append(sizes[sizes > 0] if bool((sizes > 0).any()) else sizes)
             bits.append(per_age.frac_bits)
+        agents: list[Tensor | None] = [None] * len(rows)
         if self.public is not None:
             idx = self.public.nonzero().squeeze(1)
             for st in "SEIRM":
@@ -504,10 +505,12 @@ class _SecureStep:
                 kinds.append("public_state")
                 groups.append(None)
                 bits.append(0)
+                agents.append(idx)
         sensitivity = [AGGREGATE_SENSITIVITY if k == "aggregate" else None for k in kinds]
         opened = self.session.open_raw(
-            rows, labels, kinds, group=groups, sensitivity=sensitivity, frac_bits=bits
-        )
+            rows, labels, kinds, group=groups, sensitivity=sensitivity, frac_bits=bits,
+            agents=agents,
+        )  # fmt: skip
         counts = opened[0].to(torch.float64)  # every count is a sum of 0/1 indicators
         for k, name in enumerate(names):
             self.series.setdefault(name, []).append(counts[k])

@@ -4,6 +4,7 @@ and the cost report."""
 from __future__ import annotations
 
 import logging
+import math
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -17,7 +18,7 @@ from torch import Tensor
 from .audit import AuditLog
 from .dealer import Correlation, Dealer
 from .owner import DataOwner, InputOwner, OwnerRole, as_owners, place_shares
-from .policy import InsecureDebugWarning, LeakageError, LeakagePolicy
+from .policy import _MASKS, InsecureDebugWarning, LeakageError, LeakagePolicy
 from .prg import KeyStream, Randomness, as_randomness, derive_key
 from .ring import FRAC_BITS, decode, encode_scaled
 
@@ -66,6 +67,10 @@ class Transport:
         the key with ``make_key(i, j)`` and sends it to party ``j`` alone. Returns the keys of
         the pairs that include a local party (a collective call: every party, in order)."""
         raise NotImplementedError
+
+    def owner_agents(self) -> list[Tensor | None]:
+        """The (public) agent ids of each data owner (``None``: all agents)."""
+        return []
 
     def dealer_bytes(self) -> int:
         """Bytes the dealer has sent to one party so far."""
@@ -124,6 +129,9 @@ class LocalTransport(Transport):
 
     def owner_bytes(self) -> int:
         return sum(role.bytes_sent for role in self.owners) // self.parties
+
+    def owner_agents(self) -> list[Tensor | None]:
+        return [role.owner.agents for role in self.owners]
 
 
 @dataclass(frozen=True)
@@ -272,6 +280,13 @@ class Session:
                 "owner=/owners= go to the transport's data owners; a session with a ready "
                 "transport takes neither."
             )
+        if getattr(transport, "_session_bound", False):
+            raise ValueError(
+                "this transport already serves a session; a second session on it would start "
+                "a fresh policy and privacy budget over the same inputs. Make a new transport "
+                "(a new Session or launch) for a new run."
+            )
+        transport._session_bound = True
         self.transport = transport
         self.parties = transport.parties
         self.local = transport.local
@@ -289,8 +304,9 @@ class Session:
         self._pairs: dict[tuple[int, int], KeyStream] | None = None
         self._policy = policy if policy is not None else LeakagePolicy()
         self._gradients_opened = 0
-        self.check_ranges = bool(check_ranges)
-        if self.check_ranges:
+        self._public: Tensor | None = None  # every agent declared public in this session
+        self._check_ranges = bool(check_ranges)
+        if self._check_ranges:
             message = (
                 "check_ranges=True opens the inputs of every truncation and comparison to "
                 "check their range: the run is NOT private (debugging only)."
@@ -347,7 +363,9 @@ class Session:
         """Pseudo-random shares of zero, ``[P_local, *shape]``, with no dealer and no
         communication: party ``p`` adds the next words of its keystream with every party
         after it and subtracts those with every party before it (keys agreed pairwise on
-        first use). Any ``K - 1`` parties see uniformly random words."""
+        first use). It needs no dealer; it re-randomises shares (:meth:`reshare`). Note that
+        ``K - 1`` colluding parties know the sum of their rows, hence the honest party's row
+        too: a zero-sharing hides nothing from them that the shares it is added to do not."""
         if self._pairs is None:
             keys = self.transport.pairwise_keys(
                 lambda i, j: derive_key(self._pair_master, "pair", i, j)
@@ -386,8 +404,11 @@ class Session:
         of the share that party holds. Return the result from the party function;
         :func:`receive` adds the parties' parts up (``launch`` hands them to its caller).
         """
+        clipped = False
+        if kind == "gradient" and self._policy.privacy is not None:
+            x, clipped = self._clip_gradient(x), True
         (row,), (name,), (kind,) = self._admit(
-            [x.shares], name, kind, group, sensitivity, x.frac_bits
+            [x.shares], name, kind, group, sensitivity, x.frac_bits, None, clipped
         )
         row = row + self.zero_sharing(tuple(x.shape))
         self.audit.record(name, kind, None, receiver=True, shape=tuple(x.shape))
@@ -396,6 +417,36 @@ class Session:
     def correlation(self, kind: str, shape: tuple[int, ...], **kwargs) -> Correlation:
         parts = self.transport.correlation(kind, tuple(shape), **kwargs)
         return Correlation(kind, {k: v.to(self.device) for k, v in parts.items()})
+
+    # ------------------------------------------------------------------ the run's agents
+    def declare_agents(
+        self, num_agents: int, public: Tensor | None = None, groups: Tensor | None = None
+    ) -> None:
+        """Declare a run's agents before it opens anything: which are public (``public=``,
+        a bool mask) and, for aggregates by group, each agent's group (``groups``, ints).
+
+        The policy refuses a run whose public agents, together with every agent declared
+        public earlier in this session, leave fewer than ``min_group`` private agents, and
+        one where some data owner speaks for fewer than ``min_group`` of the private agents
+        (overall or of a group) but more than none: the other owners, who know their own
+        agents, could subtract them from an aggregate.
+        """
+        n = int(num_agents)
+        if self._public is None:
+            self._public = torch.zeros(n, dtype=torch.bool)
+        elif self._public.numel() != n:
+            raise ValueError(
+                f"this session's runs had {self._public.numel()} agents, this one has {n}; "
+                "start a new session for another population."
+            )
+        mask = self._public.clone()
+        if public is not None:
+            mask |= torch.as_tensor(public, dtype=torch.bool).cpu()
+        self._policy.check_public(mask, n, earlier=int(self._public.sum()))
+        owners = self.transport.owner_agents()
+        labels = None if groups is None else torch.as_tensor(groups).long().cpu()
+        self._policy.check_owners(owners, ~mask, labels)
+        self._public = mask
 
     # ------------------------------------------------------------------ opening
     def reveal(
@@ -410,34 +461,54 @@ class Session:
         """Open ``x`` to every party, record it in the audit log, and decode it (float64).
 
         The session's :attr:`policy` decides first: an ``"aggregate"`` declares ``group``
-        (the number of private agents behind each value); under differential privacy an
-        aggregate or gradient declares its L2 ``sensitivity`` and is opened with noise.
+        (the number of private agents behind each value). Under differential privacy an
+        aggregate is opened with noise for its L2 ``sensitivity`` (at least the policy's
+        ``aggregate_sensitivity``), and a ``"gradient"`` is first clipped on shares to the
+        policy's ``gradient_clip`` per value.
         """
-        raw = self.open_raw(
-            [x.shares], name, kind, group=group, sensitivity=sensitivity, frac_bits=x.frac_bits
-        )[0]
-        return decode(raw, x.frac_bits)
+        clipped = False
+        if kind == "gradient" and self._policy.privacy is not None:
+            x, clipped = self._clip_gradient(x), True
+        rows, names, kinds = self._admit(
+            [x.shares], name, kind, group, sensitivity, x.frac_bits, None, clipped
+        )
+        return decode(self._open(rows, names, kinds)[0], x.frac_bits)
 
     def open_raw(
         self,
         rows: Sequence[Tensor],
         name: str | Sequence[str],
         kind: str | Sequence[str],
-        xor: bool = False,
         *,
         group: object = None,
         sensitivity: float | Sequence[float | None] | None = None,
-        frac_bits: int | Sequence[int] = 0,
+        frac_bits: int | Sequence[int] | None = None,
+        agents: Tensor | Sequence[Tensor | None] | None = None,
     ) -> list[Tensor]:
-        """Reconstruct ring elements (sum, or XOR with ``xor=True``) of several ``[P_local, ...]``
-        share tensors in one round. Every opening of the package goes through here; ``name``,
-        ``kind``, ``group`` (private agents behind each value of an aggregate),
-        ``sensitivity`` (L2, for differential privacy) and ``frac_bits`` (the rows' scale,
-        for the noise) may be one per tensor. The :attr:`policy` checks every tensor before
-        anything is sent and raises :class:`~lpm_graph.secure.LeakageError` if one is not
-        allowed."""
-        rows, names, kinds = self._admit(rows, name, kind, group, sensitivity, frac_bits)
-        full = self.exchange(rows)
+        """Reconstruct (sum) several ``[P_local, ...]`` share tensors in one round: the
+        declared openings of a protocol. ``name``, ``kind``, ``group`` (private agents behind
+        each value of an ``"aggregate"``), ``sensitivity`` (L2, for differential privacy),
+        ``frac_bits`` (the rows' scale, needed for the noise) and ``agents`` (the ids of the
+        agents whose states a ``"public_state"`` row holds, all declared public with
+        :meth:`declare_agents`) may be one per tensor. The :attr:`policy` checks every
+        tensor before anything is sent and raises :class:`~lpm_graph.secure.LeakageError`
+        if one is not allowed. Masks are opened by the protocols themselves, never here."""
+        rows, names, kinds = self._admit(
+            rows, name, kind, group, sensitivity, frac_bits, agents, False
+        )
+        return self._open(rows, names, kinds)
+
+    def _open_masks(
+        self, rows: Sequence[Tensor], name: str, kind: str, xor: bool = False
+    ) -> list[Tensor]:
+        """Open masked values (one round): the protocols' own openings (Beaver, truncation,
+        comparison), uniformly random whatever the secret. Not for callers' values."""
+        if kind not in _MASKS:
+            raise ValueError(f"_open_masks opens masks only, not {kind!r}.")
+        return self._open(list(rows), [name] * len(rows), [kind] * len(rows), xor)
+
+    def _open(self, rows, names, kinds, xor: bool = False) -> list[Tensor]:
+        full = self._exchange(rows)
         out = []
         for value, name, kind in zip(full, names, kinds):
             if xor:
@@ -450,29 +521,69 @@ class Session:
             out.append(opened)
         return out
 
-    def _admit(self, rows, name, kind, group, sensitivity, frac_bits):
+    def _clip_gradient(self, x: SharedTensor) -> SharedTensor:
+        """``x`` clipped on shares to ``[-C, C]`` per value (two secure comparisons and one
+        product round), ``C`` the policy's ``gradient_clip``."""
+        from .tensor import SharedTensor, greater, multiply
+
+        c = self._policy.privacy.gradient_clip
+        flat = x.reshape(-1)
+        above, below = greater(flat, c), greater(-flat, c)  # [g > C], [g < -C]
+        pieces = multiply(
+            SharedTensor.cat([above, below]), SharedTensor.cat([-flat + c, -flat - c])
+        )
+        p = flat.shape[0]
+        return (flat + pieces[:p] + pieces[p:]).reshape(*x.shape)
+
+    def _admit(self, rows, name, kind, group, sensitivity, frac_bits, agents, clipped):
         """The policy's check of an opening (before anything is sent), and the differential
         privacy noise added to each local party's share; returns ``(rows, names, kinds)``."""
-        count = len(rows)
-        names = [name] * count if isinstance(name, str) else list(name)
-        kinds = [kind] * count if isinstance(kind, str) else list(kind)
-
-        def per_row(value: object) -> list:
-            return list(value) if isinstance(value, (list, tuple)) else [value] * count
-
-        groups, sens, bits = per_row(group), per_row(sensitivity), per_row(frac_bits)
         rows = list(rows)
+        count = len(rows)
+
+        def per_row(value: object, what: str) -> list:
+            if isinstance(value, (list, tuple)):
+                if len(value) != count:
+                    raise ValueError(
+                        f"{what} lists {len(value)} values for {count} tensors; give one per "
+                        "tensor (or a single value for all)."
+                    )
+                return list(value)
+            return [value] * count
+
+        names, kinds = per_row(name, "name"), per_row(kind, "kind")
+        groups, sens = per_row(group, "group"), per_row(sensitivity, "sensitivity")
+        bits, ids = per_row(frac_bits, "frac_bits"), per_row(agents, "agents")
         dp = self._policy.privacy
         noisy = [dp is not None and k in ("aggregate", "gradient") for k in kinds]
         gradients = self._gradients_opened
-        for n, k, g, s_, loud in zip(names, kinds, groups, sens, noisy):
+        for i, (n, k, g) in enumerate(zip(names, kinds, groups)):
             self._policy.check_opening(k, n, g, gradients)
             gradients += k == "gradient"
-            if loud and s_ is None:
-                raise LeakageError(
-                    f"{k} {n!r} is opened under differential privacy but declares no "
-                    "sensitivity; pass sensitivity= (its L2 sensitivity to one agent)."
+            if k == "public_state":
+                self._check_public_row(rows[i], ids[i], n)
+            if not noisy[i]:
+                continue
+            if bits[i] is None:
+                raise ValueError(
+                    f"{k} {n!r} is opened with differential privacy noise: pass frac_bits= "
+                    "(the scale of its encoding) so that the noise has the declared size."
                 )
+            if k == "gradient":
+                if not clipped:
+                    raise LeakageError(
+                        f"gradient {n!r}: under differential privacy a gradient is opened with "
+                        "reveal(..., kind='gradient'), which clips it on shares first."
+                    )
+                sens[i] = 2.0 * dp.gradient_clip * math.sqrt(max(1, rows[i][0].numel()))
+            else:
+                floor = dp.aggregate_sensitivity
+                if sens[i] is not None and float(sens[i]) < floor:
+                    raise LeakageError(
+                        f"aggregate {n!r} declares sensitivity {sens[i]!r}, below the policy's "
+                        f"aggregate_sensitivity={floor:g}; the noise would not hide one agent."
+                    )
+                sens[i] = floor if sens[i] is None else float(sens[i])
         if dp is not None and any(noisy):
             rho = self.audit.rho + dp.rho_per_opening * sum(noisy)
             if dp.epsilon_of(rho) > dp.epsilon:
@@ -492,12 +603,35 @@ class Session:
         self._gradients_opened = gradients
         return rows, names, kinds
 
+    def _check_public_row(self, row: Tensor, agents: Tensor | None, name: str) -> None:
+        """A ``public_state`` row holds the states of declared public agents only."""
+        if agents is None:
+            raise LeakageError(
+                f"public_state {name!r} names no agents; pass agents= (the ids whose states "
+                "it holds), all declared public with declare_agents(public=...)."
+            )
+        ids = torch.as_tensor(agents).long().cpu()
+        if self._public is None or ids.numel() == 0 or row.dim() < 2 or row.shape[1] != ids.numel():
+            raise LeakageError(
+                f"public_state {name!r} must hold one row per named agent, of agents "
+                "declared public with declare_agents(public=...)."
+            )
+        if (
+            int(ids.min()) < 0
+            or int(ids.max()) >= self._public.numel()
+            or not bool(self._public[ids].all())
+        ):
+            raise LeakageError(
+                f"public_state {name!r} names agents that were not declared public; their "
+                "states are private."
+            )
+
     def check_product_range(self, x: Tensor, x_bits: int, y: Tensor, y_bits: int) -> None:
         """Debug mode: open both factors of a Beaver product and raise if their exact product
         reaches ``2^62`` in the ring (it would wrap around: silently wrong)."""
-        if not self.check_ranges:
+        if not self._check_ranges:
             return
-        full = self.exchange([x, y])
+        full = self._exchange([x, y])
         for value in full:
             self.audit.record("product factor", "range_check", value.sum(0))
         fx, fy = (v.sum(0).to(torch.float64) for v in full)
@@ -512,9 +646,9 @@ class Session:
         """Debug mode (``check_ranges=True``): open the shares ``x`` (``[P_local, ...]``) and
         raise if a value reaches ``2^limit_bits`` in magnitude (the range where truncation
         and comparison are exact). A no-op otherwise."""
-        if not self.check_ranges:
+        if not self._check_ranges:
             return
-        full = self.exchange([x])[0].sum(0)
+        full = self._exchange([x])[0].sum(0)
         self.audit.record(what, "range_check", full)
         limit = 1 << limit_bits
         if full.numel() and bool(((full >= limit) | (full <= -limit)).any()):
@@ -524,8 +658,13 @@ class Session:
                 "inputs or use fewer fractional bits."
             )
 
-    def exchange(self, rows: Sequence[Tensor]) -> list[Tensor]:
-        """One round of communication (counted)."""
+    @property
+    def check_ranges(self) -> bool:
+        """Whether the range-checking debug mode is on (fixed when the session is made)."""
+        return self._check_ranges
+
+    def _exchange(self, rows: Sequence[Tensor]) -> list[Tensor]:
+        """One round of communication (counted): every local party's rows to every party."""
         for r in rows:
             if r.shape[0] != len(self.local):
                 raise ValueError("exchange takes one row of shares per local party.")

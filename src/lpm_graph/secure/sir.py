@@ -210,7 +210,9 @@ def secure_sir(
             raise ValueError(
                 f"public must be a bool mask of the {n} agents, got {list(public.shape)}."
             )
-    session.policy.check_public(public, n)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}.")
+    session.declare_agents(n, public)
     dt = protocol.dt
     tau_dt = protocol.transmission_rate.detach().to(torch.float64) * dt
     gamma_dt = float(protocol.recovery_rate.detach()) * dt
@@ -334,21 +336,10 @@ compartment moves one unit between two counts (``sqrt 2``), its flow indicator l
 
 def open_gradient(session: Session, total: SharedTensor) -> Tensor:
     """Open a shared gradient ``[P]`` (kind ``"gradient"``). Under differential privacy
-    (``session.policy.privacy``) it is first clipped on shares to ``[-C, C]`` per parameter
-    (two secure comparisons and one product round), so that its L2 sensitivity is
-    ``2 C sqrt(P)`` whatever the data, and opened with the Gaussian mechanism."""
-    dp = session.policy.privacy
-    if dp is None:
-        return session.reveal(total, "gradient", "gradient")
-    c = dp.gradient_clip
-    above = greater(total, c)  # [g > C]
-    below = greater(-total, c)  # [g < -C]
-    pieces = multiply(SharedTensor.cat([above, below]), SharedTensor.cat([-total + c, -total - c]))
-    p = total.shape[0]
-    clipped = total + pieces[:p] + pieces[p:]
-    return session.reveal(
-        clipped, "gradient", "gradient", sensitivity=2.0 * c * math.sqrt(max(p, 1))
-    )
+    (``session.policy.privacy``) the session clips it on shares to ``[-C, C]`` per parameter
+    first, so that its L2 sensitivity is ``2 C sqrt(P)`` whatever the data, and opens it with
+    the Gaussian mechanism."""
+    return session.reveal(total, "gradient", "gradient")
 
 
 # ---------------------------------------------------------------------- step pieces
@@ -375,10 +366,11 @@ def _observe(session, state, tangent, series, d_series, public, step_flows):
         values += [flows["infections"], flows["recoveries"]]
     sums = SharedTensor.stack([v.sum() for v in values])
     rows = [sums.shares]
+    idx = None
     if public is not None and bool(public.any()):
         idx = public.nonzero().squeeze(1)
-        rows.append(
-            SharedTensor.stack([state[k].index_select(0, idx) for k in ("S", "I", "R")]).shares
+        rows.append(  # [P, public agents, 3]: one row per public agent
+            SharedTensor.stack([state[k].index_select(0, idx) for k in ("S", "I", "R")], 1).shares
         )
     private = len(state["S"]) - (0 if public is None else int(public.sum()))
     opened = session.open_raw(
@@ -388,6 +380,7 @@ def _observe(session, state, tangent, series, d_series, public, step_flows):
         group=[private, None][: len(rows)],
         sensitivity=[AGGREGATE_SENSITIVITY, None][: len(rows)],
         frac_bits=[sums.frac_bits, 0][: len(rows)],
+        agents=[None, idx if len(rows) > 1 else None][: len(rows)],
     )
     scale = sums.frac_bits
     counts = opened[0].to(torch.float64) / 2.0**scale

@@ -277,7 +277,7 @@ def multiply(x: SharedTensor, y: SharedTensor, frac_bits: int | None = None) -> 
         session.check_product_range(xs, x.frac_bits, ys, y.frac_bits)
     triple = session.correlation("triple", tuple(shape)).use()
     a, b, c = triple["a"], triple["b"], triple["c"]
-    e, f = session.open_raw([xs - a, ys - b], "beaver", "beaver_mask")
+    e, f = session._open_masks([xs - a, ys - b], "beaver", "beaver_mask")
     z = c + e * b + f * a
     if session.lead is not None:
         z[session.lead] += e * f
@@ -307,7 +307,7 @@ def truncate(x: SharedTensor, bits: int) -> SharedTensor:
     shifted = x.shares.clone()
     if session.lead is not None:
         shifted[session.lead] += offset
-    (c,) = session.open_raw([shifted + corr["r"]], "truncation", "truncation_mask")
+    (c,) = session._open_masks([shifted + corr["r"]], "truncation", "truncation_mask")
     c_msb = logical_shift_right(c, RING_BITS - 1)
     wrap = corr["msb"] * (1 - c_msb)
     out = -corr["shifted"] + (wrap << (RING_BITS - bits))
@@ -361,7 +361,7 @@ def _and_many(session: Session, pairs: list[tuple[Tensor, Tensor]]) -> list[Tens
     masks = []
     for (x, y), t in zip(pairs, triples):
         masks += [x ^ t["a"], y ^ t["b"]]
-    opened = session.open_raw(masks, "and", "binary_mask", xor=True)
+    opened = session._open_masks(masks, "and", "binary_mask", xor=True)
     out = []
     for k, t in enumerate(triples):
         e, f = opened[2 * k], opened[2 * k + 1]
@@ -395,7 +395,7 @@ def _bit_to_arithmetic(session: Session, bit: Tensor) -> SharedTensor:
     ``r`` held both ways, then ``bit = c + (1 - 2c) r``."""
     corr = session.correlation("bit", tuple(bit.shape[1:])).use()
     masked = ((bit ^ corr["binary"]) & 1).to(torch.uint8)
-    (c,) = session.open_raw([masked], "comparison", "comparison_mask", xor=True)
+    (c,) = session._open_masks([masked], "comparison", "comparison_mask", xor=True)
     c = c.to(torch.int64)
     out = corr["arithmetic"] * (1 - 2 * c)
     if session.lead is not None:
