@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +60,16 @@ def from_networkx(
     """
     import networkx as nx
 
+    if not isinstance(graph, nx.Graph):  # DiGraph, MultiGraph, ... are Graphs too
+        raise ValueError(
+            f"graph must be a networkx Graph or DiGraph, got {type(graph).__name__}; build one "
+            "with networkx.Graph(edges), or use PopulationGraph.from_edge_index for a tensor."
+        )
+    if isinstance(node_attrs, str):
+        raise ValueError(
+            f"node_attrs must be a list of attribute names, got the str {node_attrs!r}; "
+            f"write node_attrs=[{node_attrs!r}]."
+        )
     nodes = list(graph.nodes)
     index = {node: k for k, node in enumerate(nodes)}
     pairs, weights = [], []
@@ -320,16 +331,30 @@ def from_pyg(data: Data | HeteroData, **kwargs: object) -> PopulationGraph:
         )
     if data.edge_index is None:
         raise ValueError("the PyG Data has no edge_index; set data.edge_index to a [2, E] tensor.")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        n = data.num_nodes  # PyG guesses it from edge_index (with a warning) when unset
+    if n is None or caught:
+        raise ValueError(
+            "the PyG Data does not say how many nodes it has (no num_nodes, no x); set "
+            "data.num_nodes = N: nodes without an edge would otherwise be lost."
+        )
+    for key in ("x", "pos"):  # node features by PyG's conventions: one row per node
+        value = data[key] if key in data else None
+        if torch.is_tensor(value) and (value.dim() == 0 or value.shape[0] != n):
+            raise ValueError(
+                f"data.{key} has shape {list(value.shape)} but the PyG Data has {n} nodes; "
+                f"give data.{key} one row per node (or set data.num_nodes to its row count)."
+            )
     weight = data.edge_weight if "edge_weight" in data else None
     if weight is None and data.edge_attr is not None and data.edge_attr.dim() == 1:
         weight = data.edge_attr
     out = PopulationGraph.from_edge_index(
         data.edge_index,
-        data.num_nodes,
+        n,
         edge_weight=weight,
         **kwargs,  # type: ignore[arg-type]
     )
-    n = data.num_nodes
     attrs = {
         k: v
         for k, v in data.items()

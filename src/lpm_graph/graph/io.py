@@ -107,15 +107,18 @@ def read_edge_list(
         **kwargs: other keyword arguments, passed to
             :meth:`PopulationGraph.from_edge_index`.
 
-    Text lines starting with ``#`` and blank lines are ignored. Plain ASCII files with no
-    ``#`` inside a line are parsed in bulk by numpy's C reader (a
+    Text lines starting with ``#`` and blank lines are ignored, and so are columns after
+    ``src, dst`` (``src, dst, weight`` when ``weighted``). A file without edges (empty, or a
+    header only) is an error unless ``num_nodes`` is given (nodes without contacts). Plain
+    ASCII files with no ``#`` inside a line are parsed in bulk by numpy's C reader (a
     10,000,000-line file in about a second); other files, and any file the bulk reader
     rejects, are read line by line, so a malformed line raises a ValueError naming the file,
     the line number and the content. An id outside ``[0, num_nodes)`` names its line too.
     Parquet needs ``pip install "lpm-graph[parquet]"``.
     """
+    path = _path(path, "path")
     edges = _load_edges(
-        Path(path),
+        path,
         delimiter=delimiter,
         weighted=weighted,
         skip_header=skip_header,
@@ -125,7 +128,7 @@ def read_edge_list(
     )
     return _edge_graph(
         edges,
-        Path(path),
+        path,
         num_nodes,
         undirected=undirected,
         node_type=node_type,
@@ -156,7 +159,7 @@ def _load_edges(
             f"{path}: columns= and weight_column= are for Parquet edge lists; a text edge list "
             "is read by position (src, dst[, weight]): reorder its columns, or convert it."
         )
-    return _text_edges(path, delimiter, weighted, skip_header)
+    return _text_edges(path, _check_delimiter(delimiter), weighted, skip_header)
 
 
 ABSURD_ID_FACTOR = 1000
@@ -175,8 +178,13 @@ def _edge_graph(
 ) -> PopulationGraph:
     """Check the ids against ``num_nodes`` (naming the line) and build the graph."""
     src, dst = edges.src, edges.dst
+    if num_nodes is None and not src.size:  # an empty file, or a header (comments) only
+        raise ValueError(
+            f"edge list {str(path)!r} has no edges; expected 'src,dst' lines (or pass "
+            "num_nodes= for a graph of nodes without contacts)."
+        )
     if num_nodes is None:
-        num_nodes = int(max(src.max(), dst.max())) + 1 if src.size else 0
+        num_nodes = int(max(src.max(), dst.max())) + 1
         # ids far beyond what the file could number (an id like 100000000000000 would make a
         # graph of 1e14 nodes, almost all without a contact): name the line instead
         limit = max(ABSURD_ID_FLOOR, ABSURD_ID_FACTOR * 2 * src.size)
@@ -220,8 +228,9 @@ def _text_edges(
         ((k, line) for k, line in enumerate(head) if line.strip() and not line.startswith("#")),
         None,
     )
-    if found is None:
-        raise ValueError(f"edge list {str(path)!r} has no edges; expected 'src,dst' lines.")
+    if found is None:  # no line at all: read as a header-only file is (no edges)
+        empty = np.zeros(0, dtype=np.int64)
+        return _Edges(empty, empty, np.zeros(0) if weighted else None, lambda pos: "line ?")
     first, first_line = found
     if delimiter is None:
         delimiter = "," if "," in first_line else None
@@ -461,13 +470,18 @@ def read_node_table(
             value that does not parse as its dtype, and a line with too few or too many
             fields (a truncated file).
     """
-    path = Path(path)
+    path = _path(path, "path")
+    if columns is not None and not isinstance(columns, Mapping):
+        raise ValueError(
+            f"columns must map column names to dtypes, e.g. {{'age': 'int64'}}, got "
+            f"{columns!r}; leave columns=None to read every column typed from its data."
+        )
     if _file_format(path, format) == "parquet":
         if delimiter is not None:
             raise ValueError(f"{path}: delimiter= is for CSV node tables, not Parquet.")
         source: _Source = _ParquetSource(path)
     else:
-        source = _CsvSource(path, delimiter)
+        source = _CsvSource(path, _check_delimiter(delimiter))
     available = source.names
     if id_column not in available:
         raise ValueError(
@@ -481,6 +495,12 @@ def read_node_table(
     else:
         wanted = {name: _resolve_dtype(name, dtype) for name, dtype in columns.items()}
     for name in wanted:
+        if name == "" and "" in available:
+            raise ValueError(
+                f"{path}: column {available.index('') + 1} has no name in the header "
+                f"{available}; name it, or pass id_column='' if it holds the ids (an index "
+                "column written by pandas)."
+            )
         if name not in available:
             raise ValueError(f"{path}: no column {name!r}; the columns are {available}.")
         if name in (id_column, "num_nodes"):
@@ -490,6 +510,11 @@ def read_node_table(
                 "leave it out of columns= (or rename it in the file)."
             )
     ids = source.ids(id_column)
+    if not ids.size:  # alike with an empty file: a table of no node is no table
+        raise ValueError(
+            f"{path}: the node table has a header but no rows; expected one row per node "
+            "(id 0, 1, ...)."
+        )
     n, order = _check_ids(ids, num_nodes, source, id_column)
     tensors, categories = {}, {}
     for name, dtype in wanted.items():
@@ -585,10 +610,11 @@ def from_files(
         context = f", the ids of the node table {str(nodes)!r}; add the node to the table."
     read_keys = ("delimiter", "skip_header", "format", "columns", "weight_column")
     read_kwargs = {key: kwargs.pop(key, None) for key in read_keys}
-    loaded = _load_edges(Path(edges), weighted=weighted, **read_kwargs)
+    edges = _path(edges, "edges")
+    loaded = _load_edges(edges, weighted=weighted, **read_kwargs)
     graph = _edge_graph(
         loaded,
-        Path(edges),
+        edges,
         num_nodes,
         context=context,
         undirected=undirected,
@@ -945,6 +971,21 @@ class _ParquetSource:
 
 
 # ---------------------------------------------------------------------------- files
+
+
+def _path(path: object, name: str) -> Path:
+    if not isinstance(path, (str, Path)) and not hasattr(path, "__fspath__"):
+        raise ValueError(f"{name} must be a file path (str or pathlib.Path), got {path!r}.")
+    return Path(path)  # type: ignore[arg-type]
+
+
+def _check_delimiter(delimiter: object) -> str | None:
+    if delimiter is not None and (not isinstance(delimiter, str) or len(delimiter) != 1):
+        raise ValueError(
+            f"delimiter must be one character (',', '\\t', ';', ...) or None (guessed from "
+            f"the file), got {delimiter!r}."
+        )
+    return delimiter  # type: ignore[return-value]
 
 
 def _file_format(path: Path, format: str | None) -> str:

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from torch_geometric.data import HeteroData
 
-from .._checks import check_edge_index
+from .._checks import check_edge_index, check_int
 from ..ops.csr import CSR
 
 if TYPE_CHECKING:
@@ -92,11 +92,16 @@ class PopulationGraph:
             edge_type: name of the relation.
         """
         num_nodes = _check_num_nodes(num_nodes)
+        _check_type_name(node_type, "node_type")
+        _check_type_name(edge_type, "edge_type")
         edge_index = check_edge_index(edge_index, num_nodes, num_nodes)
+        rel = (node_type, edge_type, node_type)
+        if edge_weight is not None:  # before the reverse edges copy it
+            _check_edge_weight(edge_weight, edge_index.shape[1], rel)
         if undirected:  # add the reverse of every contact except self-loops
             reverse = edge_index[0] != edge_index[1]
             edge_index = torch.cat([edge_index, edge_index[:, reverse].flip(0)], dim=1)
-            if torch.is_tensor(edge_weight) and edge_weight.dim() == 1:
+            if edge_weight is not None:
                 edge_weight = torch.cat([edge_weight, edge_weight[reverse]])
         data = HeteroData()
         data[node_type].num_nodes = num_nodes
@@ -224,6 +229,11 @@ class PopulationGraph:
             matches = [r for r in relations if r[1] == relation]
             if len(matches) == 1:
                 return matches[0]
+        elif not isinstance(relation, (tuple, list)):
+            raise ValueError(
+                f"relation must be an edge-type name or a (src_type, edge_type, dst_type) "
+                f"tuple, got {relation!r}; this graph has {relations}."
+            )
         elif tuple(relation) in relations:
             return tuple(relation)  # type: ignore[return-value]
         raise ValueError(f"unknown relation {relation!r}; this graph has {relations}.")
@@ -275,6 +285,7 @@ class PopulationGraph:
 
     def to(self, device: torch.device | str) -> PopulationGraph:
         """A graph on ``device`` (cached CSRs move along)."""
+        device = _check_device(device)
         out = PopulationGraph.__new__(PopulationGraph)
         out.data = copy.copy(self.data).to(device)  # HeteroData.to works in place
         out._csr = {rel: csr.to(device) for rel, csr in self._csr.items()}
@@ -353,12 +364,32 @@ class PopulationGraph:
 
 
 def _check_num_nodes(num_nodes: object, name: str = "num_nodes") -> int:
-    if isinstance(num_nodes, bool) or not isinstance(num_nodes, (int, torch.Tensor)):
-        raise ValueError(f"{name} must be a non-negative int, got {num_nodes!r}.")
-    value = int(num_nodes)
-    if value < 0:
-        raise ValueError(f"{name} must be a non-negative int, got {value}.")
-    return value
+    return check_int(num_nodes, name)
+
+
+def _check_type_name(value: object, name: str) -> None:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a non-empty str, e.g. 'agent', got {value!r}.")
+
+
+def _check_device(device: object) -> torch.device:
+    """``device`` as a torch.device this process can use, or a clear error."""
+    if not isinstance(device, (str, torch.device)):
+        raise ValueError(f"device must be a str or a torch.device, e.g. 'cuda', got {device!r}.")
+    try:
+        out = torch.device(device)
+    except RuntimeError:
+        raise ValueError(
+            f"device={device!r} is not a device; use 'cpu', 'cuda' or 'cuda:N'."
+        ) from None
+    if out.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (out.index is not None and out.index >= count):
+            raise ValueError(
+                f"device={device!r} is not available: this machine has {count} usable CUDA "
+                "GPU(s); use 'cpu'" + (f" or 'cuda:0'..'cuda:{count - 1}'." if count else ".")
+            )
+    return out
 
 
 def _check_node_tensor(value: Tensor, n: int, node_type: str, name: str) -> None:

@@ -143,6 +143,30 @@ def _edge_values(csr: CSR, edge_weight: Tensor | None) -> Tensor | None:
     return edge_weight if perm is None else edge_weight.index_select(0, perm)
 
 
+def _check_features(x: object, edge_weight: object, csr: CSR) -> None:
+    """Shapes and dtypes only (no values, no host sync: this runs in every step)."""
+    if not torch.is_tensor(x) or not x.is_floating_point():
+        kind = f"dtype {x.dtype}" if torch.is_tensor(x) else type(x).__name__
+        raise ValueError(
+            f"x must be a floating-point tensor [num_src, *F], got {kind}; convert with "
+            "torch.as_tensor(x, dtype=torch.float32)."
+        )
+    if x.dim() == 0 or x.shape[0] != csr.num_cols:
+        raise ValueError(
+            f"x has shape {list(x.shape)}; its first dimension must be the relation's "
+            f"{csr.num_cols} source nodes."
+        )
+    if (
+        torch.is_tensor(edge_weight)
+        and edge_weight.dim() > 0
+        and (edge_weight.dim() != 1 or edge_weight.shape[0] != csr.num_edges)
+    ):
+        raise ValueError(
+            f"edge_weight has shape {list(edge_weight.shape)}; give a scalar or one weight per "
+            f"edge, [{csr.num_edges}]."
+        )
+
+
 def _broadcast_weight(w: Tensor, like: Tensor) -> Tensor:
     return w.reshape(w.shape + (1,) * (like.dim() - w.dim()))
 
@@ -173,6 +197,7 @@ def propagate(
     """
     _check_reduce(reduce)
     backend = resolve_backend(backend)
+    _check_features(x, edge_weight, csr)
     if not torch.is_tensor(edge_weight) and edge_weight is not None:
         edge_weight = torch.as_tensor(edge_weight, dtype=x.dtype, device=x.device)
     elif edge_weight is not None and edge_weight.dtype != x.dtype and x.is_floating_point():

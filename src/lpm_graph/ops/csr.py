@@ -21,6 +21,8 @@ import warnings
 import torch
 from torch import Tensor
 
+from .._checks import check_edge_index, check_int
+
 __all__ = ["CSR"]
 
 _INT32_MAX = 2**31 - 1
@@ -104,6 +106,8 @@ class CSR:
     @classmethod
     def from_edge_index(cls, edge_index: Tensor, num_src: int, num_dst: int) -> CSR:
         """Sort ``edge_index`` (``[2, E]``, row 0 sources, row 1 destinations) by destination."""
+        num_src, num_dst = check_int(num_src, "num_src"), check_int(num_dst, "num_dst")
+        check_edge_index(edge_index, num_src, num_dst, as_long=False)
         src, dst = edge_index[0], edge_index[1]
         perm = torch.argsort(dst, stable=True)
         degree = torch.bincount(dst, minlength=int(num_dst))
