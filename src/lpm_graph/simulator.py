@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
+from ._checks import check_int, check_memory
 from .layers.samplers import RandomStreams
 from .protocols.base import ESTIMATORS, MODES, Coupling, Estimator, Mode, Protocol, State
 
@@ -236,8 +237,6 @@ class Simulator(nn.Module):
         super().__init__()
         if estimator not in ESTIMATORS:
             raise ValueError(f"estimator={estimator!r} is not known; choose one of {ESTIMATORS}.")
-        if isinstance(alternatives, bool) or not isinstance(alternatives, int) or alternatives < 1:
-            raise ValueError(f"alternatives must be a positive int, got {alternatives!r}.")
         if estimator == "stochastic_derivative" and mode != "stochastic":
             raise ValueError(
                 "estimator='stochastic_derivative' differentiates the draws of a stochastic run; "
@@ -249,20 +248,22 @@ class Simulator(nn.Module):
                 "carry no gradient, so there is nothing to recompute; drop checkpoint=."
             )
         self.estimator: Estimator = estimator
-        self.alternatives = alternatives
+        self.alternatives = check_int(alternatives, "alternatives", 1)
         if not isinstance(protocol, Protocol):
             raise ValueError(
                 f"protocol must be a lpm_graph Protocol (e.g. lpm_graph.protocols.SIR), got "
                 f"{type(protocol).__name__}."
             )
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-            raise ValueError(f"steps must be a non-negative int, got {steps!r}.")
+        steps = check_int(steps, "steps")
         if mode not in MODES:
             raise ValueError(f"mode={mode!r} is not a simulation mode; choose one of {MODES}.")
-        if checkpoint is not None and (not isinstance(checkpoint, int) or checkpoint < 1):
-            raise ValueError(
-                f"checkpoint must be None or a positive number of steps, got {checkpoint!r}."
-            )
+        if checkpoint is not None:
+            try:
+                checkpoint = check_int(checkpoint, "checkpoint", 1)
+            except ValueError:
+                raise ValueError(
+                    f"checkpoint must be None or a positive number of steps, got {checkpoint!r}."
+                ) from None
         self.protocol = protocol
         self.steps = steps
         self.mode: Mode = mode
@@ -296,8 +297,13 @@ class Simulator(nn.Module):
             dtype: floating dtype of the state (default: that of ``initial_infected`` when it
                 is a floating tensor of probabilities, else ``torch.get_default_dtype()``).
         """
-        if replicates is not None and (not isinstance(replicates, int) or replicates < 1):
-            raise ValueError(f"replicates must be None or a positive int, got {replicates!r}.")
+        if replicates is not None:
+            try:
+                replicates = check_int(replicates, "replicates", 1)
+            except ValueError:
+                raise ValueError(
+                    f"replicates must be None or a positive int, got {replicates!r}."
+                ) from None
         _check_graph(graph)
         _check_dtype(dtype)
         if state is not None and initial_infected is not None:
@@ -311,10 +317,11 @@ class Simulator(nn.Module):
         if (
             dtype is None
             and torch.is_tensor(initial_infected)
-            and initial_infected.is_floating_point()
+            and initial_infected.dtype in (torch.float32, torch.float64)
         ):
             dtype = initial_infected.dtype  # probabilities given in float64 run in float64
         dtype = dtype or torch.get_default_dtype()
+        self._check_memory(graph, replicates, dtype)
         self.protocol.check(graph)
         if state is None:
             state = self.protocol.initial_state(
@@ -346,6 +353,27 @@ class Simulator(nn.Module):
             record.trajectory(state, self.protocol.dt), replicates=replicates, seeds=streams.members
         )
 
+    def _check_memory(
+        self, graph: PopulationGraph, replicates: int | None, dtype: torch.dtype
+    ) -> None:
+        """Refuse, before allocating, a run whose state and recorded series alone cannot fit:
+        one value per agent, replicate and compartment, and one per step and compartment (a
+        lower bound: steps also need temporaries, and stages more columns)."""
+        node_type = getattr(self.protocol, "node_type", None)
+        types = [node_type] if node_type in graph.node_types else graph.node_types
+        agents = sum(graph.num_nodes(t) for t in types)
+        values = max(1, len(getattr(self.protocol, "compartments", ())))
+        columns = replicates or 1
+        itemsize = torch.empty(0, dtype=dtype).element_size()
+        need = (agents + self.steps + 1) * columns * values * itemsize
+        check_memory(
+            need,
+            f"a run of {agents:,} agents x {columns:,} replicate(s) x {self.steps:,} steps",
+            "use fewer agents, replicates or steps (or run the replicates in batches with "
+            "lpm_graph.ensemble.run_ensemble)",
+            graph.device,
+        )
+
     def _checked_state(
         self,
         graph: PopulationGraph,
@@ -365,6 +393,16 @@ class Simulator(nn.Module):
         for key, value in state.items():
             if not torch.is_tensor(value):
                 raise TypeError(f"state[{key!r}] must be a tensor, got {type(value).__name__}.")
+            if value.device != graph.device:
+                raise ValueError(
+                    f"state[{key!r}] is on {value.device}, the graph on {graph.device}; move the "
+                    "state with .to(graph.device)."
+                )
+            if value.is_floating_point() and value.dtype not in (torch.float32, torch.float64):
+                raise ValueError(
+                    f"state[{key!r}] is {value.dtype}; states need float32 or float64 (half "
+                    "precision cannot count past 2048 agents): convert it with .float()."
+                )
         try:  # the protocol's own layout: nobody infected, same replicates and dtype
             reference = self.protocol.initial_state(graph, 0, streams, replicates, dtype,
                                                     self.mode)  # fmt: skip
@@ -395,6 +433,7 @@ class Simulator(nn.Module):
         for key, value in state.items():
             if not value.is_floating_point():
                 continue
+            value = value.detach()
             if not bool(torch.isfinite(value).all()):
                 raise ValueError(f"state[{key!r}] holds NaN or infinite values.")
             if key in compartments and value.numel():
@@ -404,6 +443,17 @@ class Simulator(nn.Module):
                         f"state[{key!r}] must hold per-agent indicators or probabilities in "
                         f"[0, 1], got values in [{low:g}, {high:g}]."
                     )
+        occupancy = getattr(self.protocol, "occupancy", None)
+        total = occupancy(state) if reference is not None and occupancy is not None else None
+        if total is not None and total.numel():
+            off = (total.detach().to(torch.float64) - 1).abs()
+            if float(off.max()) > 1e-3:
+                agent = int(off.reshape(off.shape[0], -1).amax(1).argmax())
+                raise ValueError(
+                    f"every agent must be in exactly one compartment (its values over "
+                    f"{list(self.protocol.compartments)} sum to 1), but agent {agent}'s sum to "
+                    f"{total.reshape(total.shape[0], -1)[agent].tolist()}; fix the state."
+                )
         return state
 
     def _ensemble_columns(self, seeds: tuple[int, ...], replicates: int | None) -> int:

@@ -32,10 +32,12 @@ from __future__ import annotations
 
 import hashlib
 import math
+import numbers
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -74,7 +76,12 @@ class RandomStreams:
 
     def __init__(self, seed: int | Sequence[int], device: torch.device | str = "cpu") -> None:
         self.seed: int | tuple[int, ...] = _check_seed(seed)
-        self.device = torch.device(device)
+        try:
+            self.device = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ValueError(
+                f"device={device!r} is not a torch device; use 'cpu', 'cuda' or 'cuda:N'."
+            ) from None
 
     @property
     def members(self) -> tuple[int, ...] | None:
@@ -149,15 +156,15 @@ class RandomStreams:
 
 
 def _check_seed(seed: object) -> int | tuple[int, ...]:
-    def is_int(x: object) -> bool:
-        return isinstance(x, int) and not isinstance(x, bool)
+    def is_int(x: object) -> bool:  # Python and NumPy ints, not bools
+        return isinstance(x, numbers.Integral) and not isinstance(x, bool | np.bool_)
 
     if is_int(seed):
-        return seed  # type: ignore[return-value]
-    if isinstance(seed, Sequence | range) and not isinstance(seed, str | bytes):
+        return int(seed)  # type: ignore[call-overload]
+    if isinstance(seed, Sequence | range | np.ndarray) and not isinstance(seed, str | bytes):
         seeds = tuple(seed)
         if seeds and all(is_int(x) for x in seeds):
-            return seeds  # type: ignore[return-value]
+            return tuple(int(x) for x in seeds)  # type: ignore[call-overload]
         if not seeds:
             raise ValueError("seed is an empty sequence; give an int or at least one seed.")
     raise ValueError(
@@ -170,6 +177,36 @@ def _survival(p: Tensor | None, survival: Tensor | None) -> Tensor:
     if (p is None) == (survival is None):
         raise ValueError("give exactly one of p and survival (= 1 - p).")
     return 1 - p if survival is None else survival
+
+
+def _check_probabilities(p: Tensor | None, survival: Tensor | None) -> None:
+    """The one of ``p`` and ``survival`` given: a floating tensor of values in [0, 1]."""
+    if (p is None) == (survival is None):
+        raise ValueError("give exactly one of p and survival (= 1 - p).")
+    name, value = ("p", p) if survival is None else ("survival", survival)
+    if not torch.is_tensor(value) or not value.is_floating_point():
+        kind = f"dtype {value.dtype}" if torch.is_tensor(value) else type(value).__name__
+        raise ValueError(
+            f"{name} must be a floating-point tensor of probabilities, got {kind}; convert "
+            "with torch.as_tensor(..., dtype=torch.float32)."
+        )
+    outside = (value < 0) | (value > 1) | value.isnan()
+    if bool(outside.any()):  # NaN would never draw 1, p > 1 always: both silently wrong
+        bad = value.detach()[outside].reshape(-1)[0].item()
+        raise ValueError(f"{name} must hold probabilities in [0, 1], got {bad}.")
+
+
+def _check_uniform(uniform: Tensor, like: Tensor) -> None:
+    try:
+        fits = torch.broadcast_shapes(uniform.shape, like.shape) == uniform.shape
+    except (AttributeError, RuntimeError):  # not a tensor, or shapes that do not broadcast
+        fits = False
+    if not fits:
+        shape = list(uniform.shape) if torch.is_tensor(uniform) else type(uniform).__name__
+        raise ValueError(
+            f"uniform has shape {shape}; it must be a tensor with one number per draw, whose "
+            f"shape the probabilities {list(like.shape)} broadcast to."
+        )
 
 
 def bernoulli_st(
@@ -197,10 +234,12 @@ def bernoulli_st(
         0.0 / 1.0 draws of ``shape`` (default: that of ``p``), in ``p``'s dtype; gradients pass
         to ``p`` (or ``-1`` to ``survival``).
     """
+    _check_probabilities(p, survival)
     q = _survival(p, survival)
     if uniform is None:
         size = tuple(shape) if shape is not None else tuple(q.shape)
         uniform = torch.rand(size, generator=generator, dtype=q.dtype, device=q.device)
+    _check_uniform(uniform, q)
     hard = (uniform >= q).to(q.dtype)
     if q.requires_grad:
         return hard + (q.detach() - q)
@@ -255,6 +294,13 @@ def categorical_st(
     """
     if not tau > 0:
         raise ValueError(f"tau must be a positive temperature, got {tau!r}.")
+    if not torch.is_tensor(logits) or not logits.is_floating_point():
+        kind = f"dtype {logits.dtype}" if torch.is_tensor(logits) else type(logits).__name__
+        raise ValueError(f"logits must be a floating-point tensor, got {kind}; use .float().")
+    if not -max(logits.dim(), 1) <= dim < max(logits.dim(), 1):
+        raise ValueError(f"dim={dim} is not a dimension of logits {list(logits.shape)}.")
+    if bool(logits.isnan().any()):
+        raise ValueError("logits contain NaN; every category needs a logit (-inf: never drawn).")
     u = torch.rand(logits.shape, generator=generator, dtype=logits.dtype, device=logits.device)
     tiny = torch.finfo(logits.dtype).tiny
     gumbel = -torch.log((-torch.log(u.clamp_min(tiny))).clamp_min(tiny))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -319,6 +320,24 @@ class CompartmentalProtocol(Protocol):
         state[infectious] = infected
         return state
 
+    def occupancy(self, state: State) -> Tensor:
+        """Per agent (and replicate), the sum of its compartments, stage slots included,
+        ``[N, *R]``: 1 for every agent of a valid state (a state given to
+        :func:`~lpm_graph.simulate` is checked with it)."""
+        return self._sum_slots(state, [c for c in self.compartments if c in state])
+
+    @staticmethod
+    def _sum_slots(state: State, keys: Sequence[str]) -> Tensor:
+        """``sum(state[k])`` over ``keys``, each summed over its stage slots (the dimensions
+        between the agents and the replicates, as in ``E [N, K, *R]``)."""
+        base = state[keys[0]].dim()
+        total = torch.zeros_like(state[keys[0]])
+        for key in keys:
+            value = state[key]
+            extra = tuple(range(1, 1 + value.dim() - base))
+            total = total + (value.sum(extra) if extra else value)
+        return total
+
     def _seed(
         self,
         graph: PopulationGraph,
@@ -402,6 +421,10 @@ def seed_infected(
             "initial_infected is required: a count (int), a fraction (float in (0, 1)), agent "
             "ids, a bool mask or per-agent probabilities."
         )
+    if isinstance(initial_infected, numbers.Integral):  # NumPy ints too
+        initial_infected = int(initial_infected)
+    elif isinstance(initial_infected, numbers.Real):
+        initial_infected = float(initial_infected)
     if isinstance(initial_infected, float):
         if not 0 < initial_infected < 1:
             raise ValueError(
@@ -428,7 +451,17 @@ def seed_infected(
     if not torch.is_tensor(initial_infected):
         raise ValueError(
             f"initial_infected must be an int, a float, or a tensor, got "
-            f"{type(initial_infected).__name__}."
+            f"{type(initial_infected).__name__}; pass agent ids as torch.tensor(ids)."
+        )
+    if initial_infected.dim() == 0:
+        raise ValueError(
+            f"initial_infected is a 0-d tensor ({initial_infected!r}): pass a count as an int "
+            "(int(x)), or agent ids, a mask or probabilities as a 1-D tensor."
+        )
+    if initial_infected.is_complex() or initial_infected.device.type == "meta":
+        raise ValueError(
+            f"initial_infected must hold real values on a real device, got "
+            f"{initial_infected.dtype} on {initial_infected.device}."
         )
     value = initial_infected.to(device)
     if value.dtype == torch.bool:
@@ -436,7 +469,13 @@ def seed_infected(
             raise ValueError(f"initial_infected mask has {value.shape[0]} entries for {n} agents.")
         return _broadcast(value.to(dtype), shape)
     if not value.is_floating_point():
-        ids = value.long().reshape(-1)
+        if value.dim() != 1:
+            raise ValueError(
+                f"initial_infected as agent ids must be 1-D, got shape {list(value.shape)}; "
+                "pass the ids of the agents infected in every replicate, or a bool mask "
+                f"[{n}, R] for different agents per replicate."
+            )
+        ids = value.long()
         if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= n):
             raise ValueError(
                 f"initial_infected has agent ids outside [0, {n}); pass ids of existing agents."

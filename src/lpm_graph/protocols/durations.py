@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Literal
 
 import torch
 from torch import Tensor
+
+from .._checks import check_int
 
 __all__ = ["Duration", "gamma_cdf", "infectiousness_kernel", "kernel_share_before"]
 
@@ -14,6 +17,8 @@ Kind = Literal["fixed", "geometric", "gamma"]
 KINDS: tuple[str, ...] = ("fixed", "geometric", "gamma")
 TAIL = 1e-7
 """Probability mass beyond the last step kept; it is folded into that last step."""
+MAX_STEPS = 1_000_000
+"""Steps a duration or the kernel may span (a guard against a mean in the wrong unit)."""
 
 
 def gamma_cdf(x: Tensor, mean: float, sd: float) -> Tensor:
@@ -68,6 +73,7 @@ class Duration:
 
     def pmf(self, dt: float) -> Tensor:
         """``P(D = k)`` for ``k = 1 .. K`` steps, as a float64 tensor ``[K]`` summing to 1."""
+        _check_dt(dt)
         if self.kind == "fixed":
             steps = self.mean / dt
             if abs(steps - round(steps)) > 1e-9 * max(1.0, steps) or round(steps) < 1:
@@ -75,6 +81,7 @@ class Duration:
                     f"a fixed duration of {self.mean:g} is not a whole number (>= 1) of steps of "
                     f"dt = {dt:g}; choose dt dividing it, or a geometric or Gamma duration."
                 )
+            _check_steps(round(steps), repr(self), dt)
             out = torch.zeros(round(steps), dtype=torch.float64)
             out[-1] = 1.0
             return out
@@ -88,13 +95,12 @@ class Duration:
             if h == 1:
                 return torch.ones(1, dtype=torch.float64)
             k_max = max(1, math.ceil(math.log(TAIL) / math.log1p(-h)))
+            _check_steps(k_max, repr(self), dt)
             k = torch.arange(1, k_max + 1, dtype=torch.float64)
             out = h * (1 - h) ** (k - 1)
         else:
             assert self.sd is not None
-            k_max = 1
-            while 1 - float(gamma_cdf(torch.tensor((k_max + 0.5) * dt), self.mean, self.sd)) > TAIL:
-                k_max += 1
+            k_max = _steps_to_tail(self.mean, self.sd, dt, 0.5, repr(self))
             edges = (torch.arange(1, k_max + 1, dtype=torch.float64) + 0.5) * dt
             cdf = gamma_cdf(edges, self.mean, self.sd)
             out = torch.diff(cdf, prepend=torch.zeros(1, dtype=torch.float64))
@@ -112,6 +118,7 @@ class Duration:
 
     def sample(self, n: int, dt: float, generator: torch.Generator | None = None) -> Tensor:
         """``n`` durations in time units (``steps * dt``), by inverse CDF of :meth:`pmf`."""
+        n = check_int(n, "n")
         cdf = torch.cumsum(self.pmf(dt), 0)
         u = torch.rand(n, dtype=torch.float64, generator=generator)
         steps = torch.searchsorted(cdf, u, right=True).clamp_max(cdf.numel() - 1) + 1
@@ -187,18 +194,18 @@ def infectiousness_kernel(
     entry. Defaults: mean 5.5 days, sd 2.14 days (the generation-time distribution of Ferretti
     et al. 2020, used by OpenABM-Covid19 and GradABM).
     """
-    if not (mean > 0 and sd > 0 and math.isfinite(mean) and math.isfinite(sd)):
-        raise ValueError(f"kernel mean and sd must be finite and positive, got {mean}, {sd}.")
+    finite = all(isinstance(v, numbers.Real) and math.isfinite(v) for v in (mean, sd))
+    if not (finite and mean > 0 and sd > 0):
+        raise ValueError(
+            f"kernel mean and sd must be finite and positive, got mean={mean!r}, sd={sd!r}."
+        )
     if infection_time not in ("within_step", "step_start"):
         raise ValueError(
             f"infection_time={infection_time!r} is not a kernel timing; choose 'within_step' "
             f"or 'step_start'."
         )
-    if not (isinstance(dt, (int, float)) and math.isfinite(dt) and dt > 0):
-        raise ValueError(f"dt must be a finite positive step length, got {dt!r}.")
-    k_max = 1
-    while 1 - float(gamma_cdf(torch.tensor(k_max * dt), mean, sd)) > TAIL:
-        k_max += 1
+    _check_dt(dt)
+    k_max = _steps_to_tail(mean, sd, dt, 0.0, f"the infectiousness kernel (mean {mean:g})")
     if infection_time == "step_start":
         cdf = gamma_cdf(torch.arange(k_max + 1, dtype=torch.float64) * dt, mean, sd)
         w = torch.diff(cdf)
@@ -208,3 +215,34 @@ def infectiousness_kernel(
         w[0] += g[1] / dt
     w[-1] += 1 - w.sum()
     return w
+
+
+def _check_dt(dt: object) -> None:
+    if (
+        isinstance(dt, bool)
+        or not isinstance(dt, (int, float))
+        or not (math.isfinite(dt) and dt > 0)
+    ):
+        raise ValueError(f"dt must be a finite positive step length, got {dt!r}.")
+
+
+def _check_steps(steps: int, what: str, dt: float) -> None:
+    if steps > MAX_STEPS:
+        raise ValueError(
+            f"{what} spans {steps:,} steps of dt = {dt:g}, more than {MAX_STEPS:,}; is the mean "
+            "in the time unit of dt (days)? Choose a larger dt or a shorter duration."
+        )
+
+
+def _steps_to_tail(mean: float, sd: float, dt: float, offset: float, what: str) -> int:
+    """The smallest ``k >= 1`` with ``1 - F((k + offset) dt) <= TAIL`` (``F`` the Gamma CDF),
+    found on doubling grids of steps, at most :data:`MAX_STEPS`."""
+    size = 64
+    while True:
+        steps = torch.arange(1, size + 1, dtype=torch.float64)
+        done = ((1 - gamma_cdf((steps + offset) * dt, mean, sd)) <= TAIL).nonzero()
+        if done.numel():
+            return int(done[0]) + 1
+        if size >= MAX_STEPS:
+            _check_steps(MAX_STEPS + 1, what, dt)
+        size = min(2 * size, MAX_STEPS)

@@ -9,12 +9,14 @@ Levels follow a :class:`Schedule` of days.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_number
 from ..ops import propagate
 from .base import Phase, State, StepContext
 
@@ -40,10 +42,21 @@ class Schedule:
     """
 
     def __init__(self, windows: Sequence[tuple[float, float, float]]) -> None:
+        if isinstance(windows, (str, bytes)) or not isinstance(windows, Sequence):
+            raise ValueError(
+                f"windows must be a list of (start_day, end_day, level) tuples, got {windows!r}."
+            )
         checked = []
         for window in windows:
-            if len(window) != 3:
-                raise ValueError(f"a schedule window is (start_day, end_day, level), got {window}.")
+            if (
+                not isinstance(window, Sequence)
+                or len(window) != 3
+                or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in window)
+            ):
+                raise ValueError(
+                    f"a schedule window is (start_day, end_day, level) with three numbers, got "
+                    f"{window!r}; windows is a list of them, e.g. [(10, 40, 1.0)]."
+                )
             start, end, level = (float(x) for x in window)
             if not (math.isfinite(start) or start == -math.inf) or not end > start:
                 raise ValueError(f"schedule window {window}: end must be after start.")
@@ -97,6 +110,14 @@ class Intervention(nn.Module):
         return {}
 
 
+def _check_schedule(schedule: object) -> None:
+    if not isinstance(schedule, Schedule):
+        raise ValueError(
+            f"schedule must be a Schedule, e.g. Schedule([(10, 40, 1.0)]) or "
+            f"Schedule.always(), got {schedule!r}."
+        )
+
+
 class EdgeTypeClosure(Intervention):
     """Close the contacts of one edge type (e.g. ``"school"``) while ``schedule`` is on.
 
@@ -108,8 +129,11 @@ class EdgeTypeClosure(Intervention):
 
     def __init__(self, edge_type: str, schedule: Schedule, compliance: float = 1.0) -> None:
         super().__init__()
-        if not 0 <= compliance <= 1:
-            raise ValueError(f"compliance must be in [0, 1], got {compliance!r}.")
+        if not isinstance(edge_type, str) or not edge_type:
+            raise ValueError(f"edge_type must be an edge-type name such as 'school', got "
+                             f"{edge_type!r}.")  # fmt: skip
+        _check_schedule(schedule)
+        check_number(compliance, "compliance", 0, 1)
         self.edge_type = edge_type
         self.schedule = schedule
         self.compliance = float(compliance)
@@ -151,10 +175,9 @@ class Isolation(Intervention):
         household_edge_type: str = "household",
     ) -> None:
         super().__init__()
-        if not 0 <= compliance <= 1:
-            raise ValueError(f"compliance must be in [0, 1], got {compliance!r}.")
-        if not (math.isfinite(delay) and delay >= 0):
-            raise ValueError(f"delay must be a finite number of days >= 0, got {delay!r}.")
+        _check_schedule(schedule)
+        check_number(compliance, "compliance", 0, 1)
+        check_number(delay, "delay", 0, unit=" of days")
         self.schedule = schedule
         self.compliance = float(compliance)
         self.delay = float(delay)
@@ -224,8 +247,7 @@ class Testing(Isolation):
             quarantine=quarantine,
             household_edge_type=household_edge_type,
         )
-        if not 0 <= sensitivity <= 1:
-            raise ValueError(f"sensitivity must be in [0, 1], got {sensitivity!r}.")
+        check_number(sensitivity, "sensitivity", 0, 1)
         self.sensitivity = float(sensitivity)
         self.name = "testing"
 
@@ -269,16 +291,32 @@ class Vaccination(Intervention):
         age_attr: str = "age_group",
     ) -> None:
         super().__init__()
-        if not (math.isfinite(capacity) and capacity >= 0):
+        if (
+            isinstance(capacity, bool)
+            or not isinstance(capacity, (int, float))
+            or not (math.isfinite(capacity) and capacity >= 0)
+        ):
             raise ValueError(f"capacity must be a finite non-negative number of doses per day, "
                              f"got {capacity!r}.")  # fmt: skip
-        if doses not in (1, 2):
+        if doses not in (1, 2) or isinstance(doses, bool):
             raise ValueError(f"doses must be 1 or 2, got {doses!r}.")
+        check_number(start_day, "start_day", unit=" (a day)")
+        check_number(interval, "interval", 0, open_low=True, unit=" of days between doses")
+        if schedule is not None:
+            _check_schedule(schedule)
         for name, eff in (("efficacy_infection", efficacy_infection),
                           ("efficacy_death", efficacy_death)):  # fmt: skip
-            if len(eff) != 2 or not all(0 <= e <= 1 for e in eff):
-                raise ValueError(f"{name} needs two values in [0, 1] (after dose 1, dose 2).")
-        if sorted(priority) != list(range(8)):
+            if len(eff) != 2 or not all(
+                isinstance(e, (int, float)) and 0 <= e <= 1 for e in eff
+            ):  # NaN fails 0 <= e
+                raise ValueError(
+                    f"{name} needs two values in [0, 1] (after dose 1, dose 2), got {eff!r}."
+                )
+        try:
+            ordered = sorted(operator.index(p) for p in priority) == list(range(8))
+        except TypeError:  # not ints
+            ordered = False
+        if not ordered:
             raise ValueError(f"priority must order all 8 age groups 0..7, got {list(priority)}.")
         self.capacity = float(capacity)
         self.start_day = float(start_day)

@@ -82,6 +82,11 @@ class Progression:
         stages: Mapping[str, Sequence[Transition]],
         infectiousness: Mapping[str, float] | None = None,
     ) -> None:
+        if not isinstance(stages, Mapping):
+            raise ValueError(
+                f"stages must map each stage name to its transitions, e.g. "
+                f"{{'E': [Transition('R', 1.0, Duration.fixed(3))]}}, got {type(stages).__name__}."
+            )
         if not stages:
             raise ValueError("a progression needs at least one stage.")
         names = list(stages)
@@ -93,12 +98,23 @@ class Progression:
                 raise ValueError(f"stage {name!r} has no transitions.")
             total = torch.zeros(groups, dtype=torch.float64)
             for tr in stages[name]:
+                if not isinstance(tr, Transition) or not isinstance(tr.duration, Duration):
+                    raise ValueError(
+                        f"stage {name!r}: each transition must be a Transition(target, "
+                        f"probability, Duration), got {tr!r}."
+                    )
                 if tr.target not in names and tr.target not in OUTCOMES:
                     raise ValueError(
                         f"stage {name!r} leads to {tr.target!r}, which is neither a stage "
                         f"({names}) nor an outcome {OUTCOMES}."
                     )
-                p = torch.as_tensor(tr.probability, dtype=torch.float64).expand(groups)
+                p = torch.as_tensor(tr.probability, dtype=torch.float64)
+                if p.shape not in ((), (1,), (groups,)):
+                    raise ValueError(
+                        f"stage {name!r} -> {tr.target!r}: the probability is a scalar or one "
+                        f"value per age group ({groups}), got shape {list(p.shape)}."
+                    )
+                p = p.expand(groups)
                 if bool(((p < 0) | (p > 1) | p.isnan()).any()):
                     raise ValueError(f"stage {name!r} -> {tr.target!r}: probabilities in [0, 1].")
                 total += p
@@ -241,6 +257,11 @@ class StagedSEIRM(SEIRM):
         for key in ("exposed", "infectious", "mortality", "infectiousness"):
             if key in kwargs:
                 raise ValueError(f"{key}= is set by the progression table in StagedSEIRM.")
+        if progression is not None and not isinstance(progression, Progression):
+            raise ValueError(
+                f"progression must be a Progression (e.g. Progression.covid()) or None, got "
+                f"{type(progression).__name__}."
+            )
         super().__init__(reproduction_number, 0.0, learnable=bool(kwargs.pop("learnable", True)),
                          **kwargs)  # type: ignore[arg-type]  # fmt: skip
         self.progression = progression or Progression.covid()
@@ -323,6 +344,10 @@ class StagedSEIRM(SEIRM):
         for key, taken in seeded.items():
             state[key] = _advance(state[key], None, taken)  # all slots start empty
         return self._with_interventions(graph, state, streams, mode)
+
+    def occupancy(self, state: State) -> Tensor:
+        branches = [f"{stage}->{target}" for stage, target in self.progression.branches()]
+        return self._sum_slots(state, ["S", *branches, *OUTCOMES])
 
     def observe(self, state: State) -> dict[str, Tensor]:
         per_agent = {"S": state["S"]}

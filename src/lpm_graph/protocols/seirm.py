@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_probability, check_rate
+from .._checks import check_positive, check_probability, check_rate
 from ..layers.transmission import Transmission
 from .base import CompartmentalProtocol, Mode, Phase, State, StepContext
 from .durations import Duration, infectiousness_kernel, kernel_share_before
@@ -213,6 +213,26 @@ class SEIRM(CompartmentalProtocol):
     ) -> None:
         check_rate(reproduction_number, "reproduction_number")
         check_probability(mortality, "mortality")
+        if isinstance(interventions, Intervention) or not isinstance(
+            interventions, Sequence | nn.ModuleList
+        ):
+            raise ValueError(
+                f"interventions must be a list of Intervention modules, got "
+                f"{type(interventions).__name__}; wrap a single one: interventions=[...]."
+            )
+        if edge_type_weights is not None and not isinstance(edge_type_weights, Mapping):
+            raise ValueError(
+                f"edge_type_weights must map edge-type names to weights, e.g. "
+                f"{{'household': 1.0, 'school': 0.5}}, got {edge_type_weights!r}."
+            )
+        for name, stay in (("exposed", exposed), ("infectious", infectious)):
+            if stay is not None and not isinstance(stay, Duration):
+                raise ValueError(
+                    f"{name} must be a Duration (e.g. Duration.fixed(3), Duration.gamma(5, 2)) "
+                    f"or None, got {stay!r}."
+                )
+        check_positive(kernel_mean, "kernel_mean")
+        check_positive(kernel_sd, "kernel_sd")
         for iv in interventions:
             if not isinstance(iv, Intervention):
                 raise ValueError(
