@@ -28,6 +28,11 @@ Transform = Callable[[Any], Any]
 
 def default_root(name: str) -> Path:
     """``$LPM_GRAPH_DATA/<name>``, else ``~/.cache/lpm-graph/<name>``."""
+    if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name:
+        raise ValueError(
+            f"name must be one folder name such as 'CountySeries', got {name!r} (a path would "
+            "put the cache outside the lpm-graph data folder)."
+        )
     base = os.environ.get("LPM_GRAPH_DATA")
     return (Path(base) if base else Path.home() / ".cache" / "lpm-graph") / name
 
@@ -73,6 +78,14 @@ class Dataset:
         pre_transform: Transform | None = None,
         force_reload: bool = False,
     ) -> None:
+        if root is True or not (root is None or root is False or isinstance(root, (str, Path))):
+            raise ValueError(
+                f"root must be a folder (str or Path), None (the default cache) or False (in "
+                f"memory, no files), got {root!r}."
+            )
+        for name, fn in (("transform", transform), ("pre_transform", pre_transform)):
+            if fn is not None and not callable(fn):
+                raise ValueError(f"{name} must be a callable (item -> item) or None, got {fn!r}.")
         if root is None:
             root = default_root(type(self).__name__)
         self.root: Path | None = None if root is False else Path(root).expanduser()

@@ -19,6 +19,7 @@ import torch
 from numpy.typing import ArrayLike
 from torch import Tensor
 
+from .._checks import check_memory
 from ..graph import PopulationGraph
 from ._pairs import _distinct, _first_of_each, _pair_stubs, _sample_distinct, _triangle_pair
 
@@ -64,15 +65,19 @@ def erdos_renyi(num_nodes: int, mean_degree: float, *, seed: int = 0) -> Populat
         mean_degree: mean number of contacts per agent (``0 <= mean_degree < n - 1``).
         seed: random seed.
     """
-    if not isinstance(num_nodes, int) or num_nodes < 1:
-        raise ValueError(f"num_nodes must be a positive int, got {num_nodes!r}.")
-    if not (math.isfinite(mean_degree) and 0 <= mean_degree <= num_nodes - 1):
+    num_nodes = _check_num_nodes(num_nodes)
+    if (
+        isinstance(mean_degree, bool)
+        or not isinstance(mean_degree, numbers.Real)
+        or not (math.isfinite(mean_degree) and 0 <= mean_degree <= num_nodes - 1)
+    ):
         raise ValueError(
             f"mean_degree must be in [0, num_nodes - 1] = [0, {num_nodes - 1}], "
             f"got {mean_degree!r}."
         )
     _check_seed(seed)
     m = round(num_nodes * mean_degree / 2)
+    _check_fits(2 * m, num_nodes, "erdos_renyi")
     gen = _generator(seed)
     keys = torch.empty(0, dtype=torch.long)
     n = num_nodes
@@ -90,8 +95,8 @@ def erdos_renyi(num_nodes: int, mean_degree: float, *, seed: int = 0) -> Populat
 
 def complete_graph(num_nodes: int) -> PopulationGraph:
     """Every ordered pair ``j != i`` is an edge: ``n (n - 1)`` directed edges."""
-    if not isinstance(num_nodes, int) or num_nodes < 1:
-        raise ValueError(f"num_nodes must be a positive int, got {num_nodes!r}.")
+    num_nodes = _check_num_nodes(num_nodes)
+    _check_fits(num_nodes * num_nodes, num_nodes, "complete_graph")
     idx = torch.arange(num_nodes)
     src = idx.repeat_interleave(num_nodes)
     dst = idx.repeat(num_nodes)
@@ -234,6 +239,7 @@ def watts_strogatz(num_nodes: int, k: int, p: float, *, seed: int = 0) -> Popula
         )
     _check_probability(p, "p", "the chance that each lattice edge is rewired")
     _check_seed(seed)
+    _check_fits(n * k, n, "watts_strogatz")
     rng = np.random.default_rng(seed)
 
     u = np.tile(np.arange(n, dtype=np.int64), k // 2)  # [E], offset-major like networkx
@@ -411,6 +417,19 @@ def _as_prob_matrix(value: object, num_blocks: int) -> np.ndarray:
             "symmetrise it, e.g. (P + P.T) / 2."
         )
     return probs
+
+
+BYTES_PER_EDGE = 48
+"""Peak bytes per directed edge while a generator builds a graph (ids, sorting, the CSR)."""
+
+
+def _check_fits(num_edges: int, num_nodes: int, what: str) -> None:
+    """Refuse a graph that cannot be built in memory, with the estimate, before building."""
+    check_memory(
+        num_edges * BYTES_PER_EDGE + num_nodes * 16,
+        f"{what} with {num_nodes:,} nodes and {num_edges:,} directed edges",
+        "choose fewer nodes or a lower degree",
+    )
 
 
 def _check_num_nodes(num_nodes: object) -> int:

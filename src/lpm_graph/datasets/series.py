@@ -120,9 +120,26 @@ class Series:
 
     def __post_init__(self) -> None:
         self.region = str(self.region)
+        if isinstance(self.columns, str):
+            raise ValueError(
+                f"columns must be a sequence of names, got the str {self.columns!r}; write "
+                f"columns=({self.columns!r},)."
+            )
         self.columns = tuple(str(c) for c in self.columns)
-        self.days = torch.as_tensor(self.days, dtype=torch.int64)
-        self.values = torch.as_tensor(self.values, dtype=torch.float64)
+        try:
+            days = torch.as_tensor(self.days)
+            self.values = torch.as_tensor(self.values, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise ValueError(
+                f"days and values must be numeric arrays or tensors (days [T] ints, values "
+                f"[T, F] floats): {err}."
+            ) from None
+        if days.is_floating_point() and bool((days != days.round()).any()):
+            raise ValueError(
+                "days must be whole days since 1970-01-01 (ints), got fractions; see "
+                "Series.dates for the dates they mean."
+            )
+        self.days = days.to(torch.int64)
         if self.frequency not in _FREQUENCIES:
             raise ValueError(f"frequency must be one of {_FREQUENCIES}, got {self.frequency!r}.")
         if len(set(self.columns)) != len(self.columns):
@@ -549,6 +566,13 @@ class CountySeries(_BundledSeries):
                 )
         self.smoothing = smoothing
         self.frequency: Frequency = frequency
+        if fill_missing is not None and (
+            isinstance(fill_missing, bool) or not isinstance(fill_missing, (int, float))
+        ):
+            raise ValueError(
+                f"fill_missing must be None (keep NaN) or a number for blank cells, got "
+                f"{fill_missing!r}."
+            )
         self.fill_missing = None if fill_missing is None else float(fill_missing)
         super().__init__(root, split, split_dates, transform, pre_transform, force_reload)
 

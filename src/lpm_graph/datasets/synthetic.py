@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._checks import check_int, memory_bytes
 from ..graph import PopulationGraph
 from ._pairs import _distinct, _pair_stubs, _sample_distinct, _triangle_pair
 from .base import Dataset, Transform
@@ -102,7 +102,9 @@ class PopulationSpec:
             )
         _check_shares(np.array(list(sizes.values()), dtype=np.float64), "household_sizes")
         lo, hi = self.school_ages
-        if not 0 <= lo <= hi <= 89:
+        if not all(isinstance(x, int) and not isinstance(x, bool) for x in (lo, hi)) or not (
+            0 <= lo <= hi <= 89
+        ):
             raise ValueError(f"school_ages must be (first, last) within 0..89, got {(lo, hi)}.")
         if list(self.school_levels) != sorted(self.school_levels) or self.school_levels[0] > lo:
             raise ValueError(
@@ -111,18 +113,19 @@ class PopulationSpec:
             )
         for name in ("enrollment", "employment_rate"):
             value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
+            if not _is_number(value) or not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} is a probability in [0, 1], got {value!r}.")
         for name in ("school_size", "student_teacher_ratio", "workplace_exponent"):
             value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
+            if not _is_number(value) or not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive number, got {value!r}.")
         for name in ("school_contacts", "work_contacts"):
             value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
+            if not _is_number(value) or not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a non-negative number, got {value!r}.")
-        if int(self.max_workplace_size) < 1:
-            raise ValueError(f"max_workplace_size must be >= 1, got {self.max_workplace_size}.")
+        size = self.max_workplace_size
+        if not _is_number(size) or not (math.isfinite(size) and size >= 1):
+            raise ValueError(f"max_workplace_size must be >= 1, got {size!r}.")
         contacts = np.asarray(self.community_contacts, dtype=np.float64)
         if contacts.shape != (3, 2) or not np.isfinite(contacts).all() or (contacts < 0).any():
             raise ValueError(
@@ -264,11 +267,14 @@ class SyntheticPopulation(Dataset):
         force_reload: bool = False,
         **overrides: Any,
     ) -> None:
-        if isinstance(num_agents, bool) or not isinstance(num_agents, int) or num_agents < 1:
-            raise ValueError(f"num_agents must be a positive int, got {num_agents!r}.")
+        num_agents = check_int(num_agents, "num_agents", 1)
         _check_memory(num_agents)
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {seed!r}.")
+        seed = check_int(seed, "seed")
+        if spec is not None and not isinstance(spec, PopulationSpec):
+            raise ValueError(
+                f"spec must be a PopulationSpec or None, got {type(spec).__name__}; pass "
+                "PopulationSpec(...) or the fields as keyword arguments."
+            )
         spec = spec or PopulationSpec()
         unknown = sorted(set(overrides) - set(PopulationSpec.__dataclass_fields__))
         if unknown:
@@ -544,6 +550,11 @@ def population_statistics(graph: PopulationGraph) -> dict[str, Any]:
     ``mean_degree`` ({edge type: mean degree over the agents it concerns: everyone for
     household and community, students and teachers for school, workers for work}).
     """
+    if not isinstance(graph, PopulationGraph) or "agent" not in graph.node_types:
+        raise ValueError(
+            f"graph must be a synthetic population (a PopulationGraph with 'agent' nodes, "
+            f"e.g. SyntheticPopulation(1000)[0]), got {type(graph).__name__}."
+        )
     agents = graph["agent"]
     n = graph.num_nodes("agent")
     age_shares = torch.bincount(agents.age_group, minlength=8).double() / n
@@ -560,6 +571,10 @@ def population_statistics(graph: PopulationGraph) -> dict[str, Any]:
     }
     degree = {rel: graph.num_edges(rel) / max(members[rel], 1) for rel in RELATIONS}
     return {"age_shares": age_shares.tolist(), "household_sizes": shares, "mean_degree": degree}
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
 def _check_shares(shares: np.ndarray, name: str) -> None:
@@ -579,9 +594,8 @@ BYTES_PER_AGENT = 400
 def _check_memory(num_agents: int) -> None:
     """Refuse, with the estimate, a population that cannot fit in this machine's memory,
     before allocating anything (``synthetic:99999999999999`` once tried to take 315 TiB)."""
-    try:
-        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):  # not a POSIX system: no estimate to compare
+    total = memory_bytes()
+    if total is None:  # not a POSIX system: no estimate to compare
         return
     need = num_agents * BYTES_PER_AGENT
     if need > total:

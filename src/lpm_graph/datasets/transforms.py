@@ -40,6 +40,11 @@ class PlacesAsNodes:
         places: Sequence[str] = ("household", "school", "workplace"),
         drop_contacts: bool = True,
     ) -> None:
+        if isinstance(places, str):
+            raise ValueError(
+                f"places must be a list of agent attribute names, got the str {places!r}; "
+                f"write places=[{places!r}]."
+            )
         self.places = tuple(places)
         self.drop_contacts = bool(drop_contacts)
 
@@ -78,6 +83,14 @@ class Compose:
     """Apply transforms in order (``Compose([a, b])(g) == b(a(g))``)."""
 
     def __init__(self, transforms: Sequence[Callable[[PopulationGraph], PopulationGraph]]) -> None:
+        if callable(transforms) or not isinstance(transforms, Sequence):
+            raise ValueError(
+                f"transforms must be a list of callables, got {transforms!r}; wrap a single "
+                "transform: Compose([t])."
+            )
+        bad = [t for t in transforms if not callable(t)]
+        if bad:
+            raise ValueError(f"transforms must be callables (graph -> graph), got {bad[0]!r}.")
         self.transforms = list(transforms)
 
     def __call__(self, graph: PopulationGraph) -> PopulationGraph:
