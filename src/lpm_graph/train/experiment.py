@@ -17,10 +17,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_int, check_number
 from ..datasets import CountySeries, MassachusettsCounty, SyntheticPopulation
+from ..datasets.series import COUNTY_NAMES
 from ..graph import PopulationGraph
 from ..protocols import SEIRM
-from .baselines import SEIRMODE, calibrate_gradient_free
+from .baselines import GRADIENT_FREE_METHODS, SEIRMODE, calibrate_gradient_free
 from .calibnn import CalibNN
 from .metrics import forecast_metrics, metrics_table
 from .model import ParameterSet, SimulatorModel
@@ -86,6 +88,36 @@ class CountyExperiment:
     patience: int | None = 40
     uncertainty_seeds: int = 5
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        """Every setting checked here, before minutes of training find a bad one."""
+        self.county = str(self.county)
+        if self.county not in COUNTY_NAMES:
+            raise ValueError(
+                f"county {self.county!r} is not a Massachusetts county of the bundled series; "
+                f"choose one of {sorted(COUNTY_NAMES)}."
+            )
+        if self.population is not None:
+            check_number(self.population, "population", 0, open_low=True, unit=" (inhabitants)")
+        for name, low in (("agents", 1), ("validation_weeks", 0), ("horizons", 1),
+                          ("epochs", 0), ("uncertainty_seeds", 0), ("seed", 0)):  # fmt: skip
+            check_int(getattr(self, name), name, low)
+        if self.budget is not None:
+            check_int(self.budget, "budget", 1)
+        if self.patience is not None:
+            check_int(self.patience, "patience", 1)
+        check_number(self.lr, "lr", 0, open_low=True)
+        if self.method not in GRADIENT_FREE_METHODS:
+            raise ValueError(
+                f"method={self.method!r} is not known; choose one of {GRADIENT_FREE_METHODS}."
+            )
+        for name in ("start", "forecast_date"):
+            try:
+                dt.date.fromisoformat(getattr(self, name))
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"{name} must be an ISO date YYYY-MM-DD, got {getattr(self, name)!r}."
+                ) from None
 
 
 @dataclass

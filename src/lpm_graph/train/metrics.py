@@ -23,8 +23,14 @@ def _pair(
     prediction: Tensor | Sequence[float], target: Tensor | Sequence[float]
 ) -> tuple[Tensor, Tensor]:
     """Both as float64 tensors of the same shape, restricted to the observed target days."""
-    p = torch.as_tensor(prediction).detach().to(torch.float64).cpu()
-    y = torch.as_tensor(target).detach().to(torch.float64).cpu()
+    try:
+        p = torch.as_tensor(prediction).detach().to(torch.float64).cpu()
+        y = torch.as_tensor(target).detach().to(torch.float64).cpu()
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(
+            f"prediction and target must be series of numbers (tensors, arrays or lists), got "
+            f"{type(prediction).__name__} and {type(target).__name__}."
+        ) from None
     if p.shape != y.shape:
         raise ValueError(
             f"prediction and target must have the same shape, got {list(p.shape)} and "

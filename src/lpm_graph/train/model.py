@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_number
 from ..graph import PopulationGraph
 from ..protocols.base import Protocol
 from ..simulator import Simulator, Trajectory
@@ -17,6 +18,16 @@ __all__ = ["ParameterSet", "SimulatorModel"]
 class ParameterSet(nn.ModuleDict):
     """Named parameter modules (:class:`~lpm_graph.train.Bounded`, ``Weekly``, ...);
     calling it returns ``{name: module()}``."""
+
+    def __init__(self, modules: Mapping[str, nn.Module] | None = None) -> None:
+        for name, module in (modules or {}).items():
+            if not isinstance(module, nn.Module):
+                raise ValueError(
+                    f"ParameterSet[{name!r}] must be a parameter module, e.g. "
+                    f"Bounded({module!r}, low, high) or Positive({module!r}), got "
+                    f"{type(module).__name__}."
+                )
+        super().__init__(modules)
 
     def forward(self) -> dict[str, Tensor]:  # type: ignore[override]
         return {name: module() for name, module in self.items()}
@@ -85,6 +96,17 @@ class SimulatorModel(nn.Module):
         super().__init__()
         if not callable(parameters):
             raise ValueError("parameters must be a module returning {name: tensor}.")
+        if not isinstance(graph, PopulationGraph):
+            raise ValueError(
+                f"graph must be a lpm_graph.PopulationGraph, got {type(graph).__name__}."
+            )
+        if isinstance(outputs, str) or not isinstance(outputs, Sequence | Mapping) or not outputs:
+            hint = f"; write outputs=[{outputs!r}]" if isinstance(outputs, str) else ""
+            raise ValueError(
+                f"outputs must be a non-empty list of flow names or a {{name: fn}} mapping, got "
+                f"{outputs!r}{hint}."
+            )
+        scale = check_number(scale, "scale", 0, open_low=True)
         self.params = parameters
         self.simulator = Simulator(
             protocol,

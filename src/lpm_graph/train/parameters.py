@@ -26,9 +26,15 @@ class Bounded(nn.Module):
 
     def __init__(self, value: float | Tensor, low: float | Tensor, high: float | Tensor) -> None:
         super().__init__()
-        value = torch.as_tensor(value, dtype=torch.get_default_dtype()).clone()
-        low_t = torch.as_tensor(low, dtype=value.dtype)
-        high_t = torch.as_tensor(high, dtype=value.dtype)
+        try:
+            value = torch.as_tensor(value, dtype=torch.get_default_dtype()).clone()
+            low_t = torch.as_tensor(low, dtype=value.dtype)
+            high_t = torch.as_tensor(high, dtype=value.dtype)
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(
+                f"Bounded needs numbers or tensors, got value={value!r}, low={low!r}, "
+                f"high={high!r}."
+            ) from None
         if not bool((high_t > low_t).all()):
             raise ValueError(f"Bounded needs low < high, got low={low!r}, high={high!r}.")
         if not bool(((value > low_t) & (value < high_t)).all()):

@@ -75,6 +75,28 @@ def _positive_int(value: object, name: str, allow_none: bool = False) -> None:
         )
 
 
+def _observed(name: str, series: object) -> Tensor:
+    """A target series as a detached real tensor of finite values or NaN (missing days)."""
+    try:
+        y = torch.as_tensor(series).detach()
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(
+            f"target[{name!r}] must be a series of numbers (a tensor, array or list), got "
+            f"{type(series).__name__}."
+        ) from None
+    if y.dtype == torch.bool or y.is_complex() or y.device.type == "meta":
+        raise ValueError(
+            f"target[{name!r}] must hold real numbers, got {y.dtype} on {y.device}; convert "
+            "it with torch.as_tensor(values, dtype=torch.float64)."
+        )
+    if bool(y.isinf().any()):
+        day = int(y.isinf().reshape(-1).nonzero()[0])
+        raise ValueError(
+            f"target[{name!r}] is infinite at day {day}; mark unobserved days with NaN."
+        )
+    return y
+
+
 def _window(days: slice, length: int, name: str) -> slice:
     """``days`` as a ``slice(start, stop)`` of ``0 <= start < stop <= length``."""
     if not isinstance(days, slice):
@@ -356,7 +378,7 @@ class Trainer:
             raise ValueError("target must be a non-empty {output: [T] series} mapping.")
         # observed data: no gradient flows into it (a target made by a simulator, e.g. for a
         # synthetic-data check, would otherwise be backpropagated through twice)
-        target = {name: torch.as_tensor(y).detach() for name, y in target.items()}
+        target = {name: _observed(name, y) for name, y in target.items()}
         lengths = {name: tuple(y.shape) for name, y in target.items()}
         length = next(iter(target.values())).shape[-1] if target else 0
         if any(len(s) != 1 or s[0] != length for s in lengths.values()):
