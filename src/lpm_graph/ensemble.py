@@ -22,19 +22,23 @@ Example::
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from ._checks import check_int, check_memory
+from .protocols.base import Protocol
 from .simulator import CoupledPaths, Trajectory, simulate
 
 if TYPE_CHECKING:
     from .graph import PopulationGraph
-    from .protocols.base import Estimator, Mode, Protocol
+    from .protocols.base import Estimator, Mode
 
 __all__ = ["BACKENDS", "DEFAULT_BATCH_SIZE", "concat_trajectories", "run_ensemble", "sweep"]
 
@@ -159,14 +163,31 @@ def sweep(
         A list of trajectories in the order of ``protocols``, or a dict with its keys when
         ``protocols`` is a mapping.
     """
+    if isinstance(protocols, Protocol) or not isinstance(protocols, Sequence | Mapping):
+        raise ValueError(
+            f"protocols must be a list (or a {{name: protocol}} dict) of protocols, got "
+            f"{type(protocols).__name__}; for one protocol use run_ensemble, or write [protocol]."
+        )
     names = list(protocols) if isinstance(protocols, Mapping) else None
     models = list(protocols.values()) if isinstance(protocols, Mapping) else list(protocols)
     if not models:
         raise ValueError("protocols is empty; give at least one protocol to run.")
-    members = _seeds(seeds)
+    for model in models:
+        if not isinstance(model, Protocol):
+            raise ValueError(
+                f"protocol must be a lpm_graph Protocol (e.g. lpm_graph.protocols.SIR), got "
+                f"{type(model).__name__}."
+            )
+    steps = check_int(steps, "steps")
+    members = _seeds(seeds, steps)
     size = _batch_size(batch_size, len(members))
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}.")
+    if backend == "local" and (num_workers is not None or ray_options):
+        raise ValueError(
+            "num_workers= and ray_options= apply to backend='ray'; with backend='local' the "
+            "batches run in this process, in order: drop them or pass backend='ray'."
+        )
     if estimator == "stochastic_derivative" and size > 1:
         raise ValueError(
             "the 'stochastic_derivative' estimator runs one seed per run: use batch_size=1."
@@ -189,6 +210,12 @@ def concat_trajectories(parts: Sequence[Trajectory]) -> Trajectory:
     observables must match. Kept per-step states are joined too."""
     if not parts:
         raise ValueError("no trajectories to join.")
+    for part in parts:
+        if not isinstance(part, Trajectory):
+            raise ValueError(
+                f"parts must be Trajectory objects (runs with seed=[...]), got "
+                f"{type(part).__name__}."
+            )
     first = parts[0]
     for part in parts:
         if part.replicates is None:
@@ -257,18 +284,27 @@ def _join_coupled(parts: Sequence[Trajectory]) -> CoupledPaths:
     )
 
 
-def _seeds(seeds: int | Iterable[int]) -> list[int]:
-    if isinstance(seeds, int) and not isinstance(seeds, bool):
-        if seeds < 1:
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
+
+
+def _seeds(seeds: int | Iterable[int], steps: int) -> list[int]:
+    if _is_int(seeds):
+        if seeds < 1:  # type: ignore[operator]
             raise ValueError(f"seeds={seeds} as a count must be at least 1.")
-        return list(range(seeds))
+        # every member's series alone (4 bytes per step, one observable): a lower bound
+        check_memory(
+            int(seeds) * (steps + 1) * 4,  # type: ignore[call-overload]
+            f"an ensemble of {int(seeds):,} members x {steps + 1:,} steps",  # type: ignore[call-overload]
+            "run fewer members (the quantiles of a few hundred are stable)",
+        )
+        return list(range(int(seeds)))  # type: ignore[call-overload]
     if isinstance(seeds, str | bytes) or not isinstance(seeds, Iterable):
         raise ValueError(f"seeds must be a count or a list of int seeds, got {seeds!r}.")
     out = list(seeds)
-    bad = [s for s in out if not isinstance(s, int) or isinstance(s, bool)]
-    if not out or bad:
+    if not out or not all(_is_int(s) for s in out):
         raise ValueError(f"seeds must be a non-empty list of ints, got {seeds!r}.")
-    return out
+    return [int(s) for s in out]
 
 
 def _batch_size(batch_size: int | None, members: int) -> int:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_int, check_positive
 from ..layers.samplers import RandomStreams, bernoulli_st
 from ..protocols.base import StepContext
 
@@ -44,7 +45,9 @@ def step_context(streams: RandomStreams | int, t: int, dt: float = 1.0) -> StepC
         streams = RandomStreams(streams)
     if not isinstance(streams, RandomStreams):
         raise ValueError(f"streams must be a RandomStreams or an int seed, got {streams!r}.")
-    return StepContext(t=int(t), dt=float(dt), start={}, streams=streams)
+    t = check_int(t, "t")
+    check_positive(dt, "dt")
+    return StepContext(t=t, dt=float(dt), start={}, streams=streams)
 
 
 def sample_actions(p: Tensor, ctx: StepContext, name: str, categorical: bool = False) -> Tensor:

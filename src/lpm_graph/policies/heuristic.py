@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
@@ -46,9 +47,15 @@ class Logistic(nn.Module):
         self, weights: Mapping[str, float], bias: float = 0.0, *, learnable: bool = True
     ) -> None:
         super().__init__()
-        if not weights:
-            raise ValueError("weights must name at least one input, e.g. {'daily_cases': 0.1}.")
+        if not isinstance(weights, Mapping) or not weights:
+            raise ValueError(
+                f"weights must name at least one input, mapping it to its weight, e.g. "
+                f"{{'daily_cases': 0.1}}, got {weights!r}."
+            )
         self.names = tuple(weights)
+        values = [*weights.values(), bias]
+        if not all(_is_number(v) for v in values):
+            raise ValueError(f"weights and bias must be numbers, got {dict(weights)}, {bias!r}.")
         w = torch.tensor([float(v) for v in weights.values()])
         b = torch.tensor(float(bias))
         if not bool(torch.isfinite(w).all()) or not bool(torch.isfinite(b)):
@@ -73,7 +80,14 @@ class Logistic(nn.Module):
 
     def extra_repr(self) -> str:
         terms = " + ".join(f"{w:.4g} * {n}" for w, n in zip(self.weight.tolist(), self.names))
-        return f"p = sigmoid({float(self.bias):.4g} + {terms})"
+        return f"p = sigmoid({float(self.bias.detach()):.4g} + {terms})"
+
+
+def _is_number(value: object) -> bool:
+    """A real number: a Python or NumPy scalar (not a bool) or a 0-d real tensor."""
+    if torch.is_tensor(value):
+        return value.dim() == 0 and not (value.is_complex() or value.dtype == torch.bool)
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 class HeuristicPolicy(Policy):

@@ -77,8 +77,12 @@ class PolicyIntervention(Intervention):
             raise ValueError("PolicyIntervention needs a binary policy (categories=None).")
         for label, value in (("susceptibility_effect", susceptibility_effect),
                              ("contact_effect", contact_effect)):  # fmt: skip
-            if not 0 <= value <= 1:
-                raise ValueError(f"{label} must be in [0, 1], got {value!r}.")
+            if (
+                not isinstance(value, (int, float))
+                or isinstance(value, bool)
+                or not 0 <= value <= 1
+            ):
+                raise ValueError(f"{label} must be in [0, 1] (a number), got {value!r}.")
         self.policy = policy
         self.name = name
         self.susceptibility_effect = float(susceptibility_effect)
