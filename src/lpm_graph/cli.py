@@ -780,15 +780,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--steps", type=_non_negative_int, default=120, help="number of steps (default 120)"
     )
-    demo.add_argument("--dt", type=float, default=1.0, help="step length in days (default 1)")
+    demo.add_argument(
+        "--dt", type=_positive_float, default=1.0, help="step length in days (default 1)"
+    )
     demo.add_argument(
         "--transmission-rate",
-        type=float,
+        type=_non_negative_float,
         default=0.1,
         help="per-contact transmission rate per day (default 0.1)",
     )
     demo.add_argument(
-        "--recovery-rate", type=float, default=0.2, help="recovery rate per day (default 0.2)"
+        "--recovery-rate",
+        type=_non_negative_float,
+        default=0.2,
+        help="recovery rate per day (default 0.2)",
     )
     demo.add_argument(
         "--order",
@@ -802,7 +807,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=10,
         help="number of initially infected agents (default 10)",
     )
-    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    demo.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
     demo.add_argument("--device", default="cpu", help="torch device (default cpu)")
     demo.add_argument("--progress", action="store_true", help="show a progress bar")
     demo.set_defaults(func=_demo)
@@ -812,22 +817,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cal.add_argument("--county", default="25011", help="FIPS code (default 25011, Franklin)")
     cal.add_argument(
-        "--population", type=float, default=None, help="inhabitants (counties other than 25011)"
+        "--population",
+        type=_positive_float,
+        default=None,
+        help="inhabitants (counties other than 25011)",
     )
-    cal.add_argument("--agents", type=int, default=100_000, help="synthetic agents (not 25011)")
+    cal.add_argument(
+        "--agents", type=_positive_int, default=100_000, help="synthetic agents (not 25011)"
+    )
     cal.add_argument("--start", default="2020-03-01", help="first simulated day")
     cal.add_argument("--forecast-date", default="2020-12-04", help="first forecast day")
     cal.add_argument(
-        "--epochs", type=int, default=None, help="epochs per trained model (default 150)"
+        "--epochs",
+        type=_non_negative_int,
+        default=None,
+        help="epochs per trained model (default 150)",
     )
     cal.add_argument(
-        "--patience", type=int, default=None, help="early-stopping patience (default 40)"
+        "--patience", type=_positive_int, default=None, help="early-stopping patience (default 40)"
     )
-    cal.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 0.05)")
-    cal.add_argument("--budget", type=int, default=None, help="runs of the gradient-free fit")
+    cal.add_argument(
+        "--lr", type=_positive_float, default=None, help="Adam learning rate (default 0.05)"
+    )
+    cal.add_argument(
+        "--budget", type=_positive_int, default=None, help="runs of the gradient-free fit"
+    )
     cal.add_argument("--method", default="nelder-mead", help="gradient-free method")
-    cal.add_argument("--seeds", type=int, default=5, help="stochastic runs for the bands")
-    cal.add_argument("--seed", type=int, default=0, help="random seed")
+    cal.add_argument(
+        "--seeds", type=_non_negative_int, default=5, help="stochastic runs for the bands"
+    )
+    cal.add_argument("--seed", type=_non_negative_int, default=0, help="random seed")
     cal.add_argument("--output", default="calibration", help="folder for results and plot")
     cal.set_defaults(func=_calibrate)
     info = sub.add_parser(
