@@ -25,6 +25,8 @@ __all__ = [
 def _as_tensor(value: Tensor | float, name: str) -> Tensor:
     if torch.is_tensor(value):
         return value
+    if isinstance(value, bool):  # True would be read as 1.0
+        raise ValueError(f"{name} must be a number or a tensor, got {value!r}.")
     try:
         return torch.as_tensor(value, dtype=torch.get_default_dtype())
     except (TypeError, ValueError, RuntimeError) as err:

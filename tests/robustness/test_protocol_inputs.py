@@ -93,6 +93,18 @@ CASES = [
         "transmission_rate must be a number",
     ),
     (
+        "SIR transmission_rate a bool",
+        lambda g: SIR(True, 0.1),
+        ValueError,
+        "transmission_rate must be a number or a tensor, got True",
+    ),
+    (
+        "SIR relations a str",
+        lambda g: SIR(0.1, 0.1, relations="contact"),
+        ValueError,
+        "write relations=['contact']",
+    ),
+    (
         "SIR recovery_rate negative",
         lambda g: SIR(0.1, -1),
         ValueError,

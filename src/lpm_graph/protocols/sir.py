@@ -47,6 +47,11 @@ class Infection(Phase):
         backend: str | None,
     ) -> None:
         super().__init__(protocol)
+        if isinstance(relations, str):  # list("contact") would be seven one-letter names
+            raise ValueError(
+                f"relations must be a list of relations, got the str {relations!r}; write "
+                f"relations=[{relations!r}]."
+            )
         self.transmission = Transmission(backend=backend)
         self._relations = None if relations is None else list(relations)
 
