@@ -295,7 +295,7 @@ def _seeds(seeds: int | Iterable[int], steps: int) -> list[int]:
         # every member's series alone (4 bytes per step, one observable): a lower bound
         check_memory(
             int(seeds) * (steps + 1) * 4,  # type: ignore[call-overload]
-            f"an ensemble of {int(seeds):,} members x {steps + 1:,} steps",  # type: ignore[call-overload]
+            f"seeds={int(seeds):,}: an ensemble of that many members x {steps + 1:,} steps",  # type: ignore[call-overload]
             "run fewer members (the quantiles of a few hundred are stable)",
         )
         return list(range(int(seeds)))  # type: ignore[call-overload]

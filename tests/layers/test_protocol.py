@@ -145,7 +145,7 @@ def test_missing_input_names_the_keyword():
 
 
 def test_bad_aggr_and_backend():
-    with pytest.raises(ValueError, match=r"reduce='median'.*'sum', 'mean', 'max', 'min', 'prod'"):
+    with pytest.raises(ValueError, match=r"aggr='median'.*'sum', 'mean', 'max', 'min', 'prod'"):
         Exchange("median")
     with pytest.raises(ValueError, match=r"backend='gpu'.*'csr', 'native', 'torch_scatter'"):
         Exchange(backend="gpu")
@@ -320,5 +320,5 @@ def test_hetero_layer_bad_arguments():
         r"edge_type, dst_type\)",
     ):
         HeteroLayer({"work": Transmission()})
-    with pytest.raises(ValueError, match=r"reduce='avg'.*'sum', 'mean'"):
+    with pytest.raises(ValueError, match=r"aggr='avg'.*'sum', 'mean'"):
         HeteroLayer({WORK: Transmission()}, aggr="avg")

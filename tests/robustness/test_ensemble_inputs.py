@@ -68,7 +68,7 @@ CASES = [
         "seeds a count beyond memory",
         lambda g: _ens(g, 10**13),
         ValueError,
-        "an ensemble of 10,000,000,000,000 members",
+        "seeds=10,000,000,000,000: an ensemble of that many members",
     ),
     (
         "batch_size 0",

@@ -13,7 +13,7 @@ import torch
 
 from lpm_graph import simulate
 from lpm_graph.datasets import erdos_renyi
-from lpm_graph.layers import RandomStreams, bernoulli_st, categorical_st
+from lpm_graph.layers import HeteroLayer, RandomStreams, Transmission, bernoulli_st, categorical_st
 from lpm_graph.protocols import (
     SEIRM,
     SIR,
@@ -31,6 +31,7 @@ from lpm_graph.protocols import (
     ThresholdAdoption,
     Transition,
     Vaccination,
+    firm_graph,
     firm_network,
     infectiousness_kernel,
 )
@@ -236,7 +237,7 @@ CASES = [
         "SEIRM kernel_mean in the wrong unit",
         lambda g: SEIRM(kernel_mean=1e9),
         ValueError,
-        "more than 1,000,000",
+        "kernel_mean=1000000000.0, kernel_sd=2.14: the infectiousness kernel",
     ),
     ("SEIRM exposed an int", lambda g: SEIRM(exposed=3), ValueError, "exposed must be a Duration"),
     (
@@ -627,6 +628,36 @@ CASES = [
         lambda g: firm_network([3, 3], [[0.1]]),
         ValueError,
         "input_coefficients must be [K, K] = [2, 2]",
+    ),
+    (
+        "firm_network beyond memory",
+        lambda g: firm_network([10**12, 10**12], [[0.1, 0.2], [0.2, 0.1]]),
+        ValueError,
+        "firm_network of 2,000,000,000,000 firms needs about",
+    ),
+    (
+        "firm_graph with ids beyond its sectors",
+        lambda g: firm_graph(torch.tensor([[0], [1]]), [0]),
+        ValueError,
+        "The firms are those of sector (1): give one sector id per firm",
+    ),
+    (
+        "SupplyChain on an epidemic graph",
+        lambda g: _run(SupplyChain(1.0, 1.0), g),
+        ValueError,
+        "relation='supplies': unknown relation 'supplies'",
+    ),
+    (
+        "HeteroLayer aggr unknown",
+        lambda g: HeteroLayer({("agent", "contact", "agent"): Transmission()}, aggr="median"),
+        ValueError,
+        "aggr='median' is not a reduction",
+    ),
+    (
+        "HeteroLayer a number as a layer",
+        lambda g: HeteroLayer({("agent", "contact", "agent"): 5}),
+        ValueError,
+        "layers[('agent', 'contact', 'agent')] must be a layer",
     ),
     (
         "RandomStreams on a device that does not exist",

@@ -37,13 +37,18 @@ class HeteroLayer(nn.Module):
 
     def __init__(self, layers: Mapping[Relation, ProtocolLayer], aggr: Reduce = "sum") -> None:
         super().__init__()
-        _check_reduce(aggr)
+        _check_reduce(aggr, "aggr")
         if not layers:
             raise ValueError("layers is empty; give at least one relation -> layer.")
-        for rel in layers:
+        for rel, layer in layers.items():
             if not (isinstance(rel, tuple) and len(rel) == 3):
                 raise ValueError(
                     f"layer key {rel!r} is not a relation; use (src_type, edge_type, dst_type)."
+                )
+            if not isinstance(layer, nn.Module):
+                raise ValueError(
+                    f"layers[{rel!r}] must be a layer (a ProtocolLayer module), got "
+                    f"{type(layer).__name__}."
                 )
         self.relations: list[Relation] = list(layers)
         self.layers = nn.ModuleDict({"__".join(r): layer for r, layer in layers.items()})

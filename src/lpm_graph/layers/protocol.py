@@ -42,7 +42,7 @@ class ProtocolLayer(nn.Module):
 
     def __init__(self, aggr: Reduce = "sum", *, backend: str | None = None) -> None:
         super().__init__()
-        _check_reduce(aggr)
+        _check_reduce(aggr, "aggr")
         self.aggr = aggr
         self.backend = resolve_backend(backend)
         self._message_args = _arg_names(self.message)

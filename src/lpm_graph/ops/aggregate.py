@@ -70,10 +70,10 @@ def resolve_backend(backend: str | None = None) -> str:
     return backend
 
 
-def _check_reduce(reduce: str) -> None:
+def _check_reduce(reduce: str, name: str = "reduce") -> None:
     if reduce not in REDUCTIONS:
         raise ValueError(
-            f"reduce={reduce!r} is not a reduction; "
+            f"{name}={reduce!r} is not a reduction; "
             f"choose one of {', '.join(map(repr, REDUCTIONS))}."
         )
 

@@ -271,9 +271,17 @@ class SEIRM(CompartmentalProtocol):
         _register(self, "edge_type_weights", torch.as_tensor(weights), learnable)
         self.register_buffer("susceptibility", s)
         self.register_buffer("stage_infectiousness", torch.tensor([a["E"], a["I"]]))
-        self.register_buffer("exposed_hazard", self.exposed.hazard(dt).float())
-        self.register_buffer("infectious_hazard", self.infectious.hazard(dt).float())
-        kernel = infectiousness_kernel(kernel_mean, kernel_sd, dt)
+        for name in ("exposed", "infectious"):
+            try:
+                self.register_buffer(f"{name}_hazard", getattr(self, name).hazard(dt).float())
+            except ValueError as err:
+                raise ValueError(f"{name}={getattr(self, name)!r}: {err}") from None
+        try:
+            kernel = infectiousness_kernel(kernel_mean, kernel_sd, dt)
+        except ValueError as err:
+            raise ValueError(
+                f"kernel_mean={kernel_mean!r}, kernel_sd={kernel_sd!r}: {err}"
+            ) from None
         self.register_buffer("kernel", kernel.float())
         if self.exposed.kind == "fixed":
             w_e, w_i = self._slot_rates(kernel, kernel_mean, kernel_sd)

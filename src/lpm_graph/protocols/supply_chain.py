@@ -68,7 +68,7 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
-from .._checks import check_positive
+from .._checks import check_edge_index, check_memory, check_positive
 from ..graph import PopulationGraph
 from ..layers.protocol import ProtocolLayer
 from ..ops import CSR, propagate
@@ -174,7 +174,13 @@ class _Network:
 
 
 def _resolve_relation(graph: PopulationGraph, relation: str | Relation) -> Relation:
-    rel = graph.relation(relation)
+    try:
+        rel = graph.relation(relation)
+    except ValueError as err:
+        raise ValueError(
+            f"relation={relation!r}: {err} A supply chain runs on a firm network: build one "
+            "with firm_network() or firm_graph(), or name its supply relation."
+        ) from None
     if rel[0] != rel[2]:
         raise ValueError(
             f"the supply relation must link firms to firms, got {rel}; build the graph with "
@@ -899,8 +905,15 @@ def firm_graph(
             raise ValueError(
                 f"sector has ids up to {k - 1} but only {len(names)} sector_names {list(names)}."
             )
+    n = int(sector_t.shape[0])
+    try:
+        check_edge_index(edge_index, n, n, as_long=False)
+    except ValueError as err:
+        raise ValueError(
+            f"{err} The firms are those of sector ({n}): give one sector id per firm."
+        ) from None
     data = HeteroData()
-    data[FIRM].num_nodes = int(sector_t.shape[0])
+    data[FIRM].num_nodes = n
     data[FIRM].sector = sector_t
     store = data[SUPPLIES]
     store.edge_index = edge_index
@@ -939,6 +952,12 @@ def firm_network(
     counts = list(firms_per_sector)
     if not counts or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in counts):
         raise ValueError(f"firms_per_sector must be positive ints, got {counts}.")
+    # every firm's ids and sector, before any draw (edges add suppliers_per_input per input)
+    check_memory(
+        sum(counts) * 16,
+        f"firm_network of {sum(counts):,} firms",
+        "choose fewer firms per sector",
+    )
     k = len(counts)
     table = torch.as_tensor(input_coefficients, dtype=torch.float64)
     if table.shape != (k, k):
