@@ -1,7 +1,9 @@
-"""The scatter / gather core: cached CSR structures and per-destination aggregation."""
+"""The scatter / gather core: cached CSR structures, per-destination aggregation, and sums
+over agents that do not depend on the number of threads."""
 
 from .aggregate import BACKENDS, REDUCTIONS, aggregate, propagate, resolve_backend
 from .csr import CSR
+from .fixed_order import fixed_order_sum
 from .incremental import IncrementalSum
 
 __all__ = [
@@ -10,6 +12,7 @@ __all__ = [
     "REDUCTIONS",
     "IncrementalSum",
     "aggregate",
+    "fixed_order_sum",
     "propagate",
     "resolve_backend",
 ]

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from .._checks import check_positive, check_probability
 from ..layers.samplers import RandomStreams, bernoulli_st, flow_st
+from ..ops import fixed_order_sum
 
 if TYPE_CHECKING:
     from ..graph import PopulationGraph
@@ -276,12 +277,13 @@ class Protocol(nn.Module):
         raise NotImplementedError
 
     def observe(self, state: State) -> dict[str, Tensor]:
-        """Per-step observables: the total over agents of every state entry."""
-        return {name: value.sum(0) for name, value in state.items()}
+        """Per-step observables: the total over agents of every state entry (in an order that
+        does not depend on the number of threads, :func:`~lpm_graph.ops.fixed_order_sum`)."""
+        return {name: fixed_order_sum(value) for name, value in state.items()}
 
     def total_flows(self, flows: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """Per-step flow totals over agents (per replicate)."""
-        return {name: value.sum(0) for name, value in flows.items()}
+        """Per-step flow totals over agents (per replicate), as :meth:`observe` adds them."""
+        return {name: fixed_order_sum(value) for name, value in flows.items()}
 
     def plan(self) -> str:
         lines = [f"{type(self).__name__} step (dt = {self.dt:g}):"]

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from .._checks import check_number
-from ..ops import propagate
+from ..ops import fixed_order_sum, propagate
 from .base import Phase, State, StepContext
 
 if TYPE_CHECKING:
@@ -384,7 +384,7 @@ class Vaccination(Intervention):
         return self._protection(state, self.efficacy_death)
 
     def observe(self, state: State) -> dict[str, Tensor]:
-        return {"V1": state["V1"].sum((0, 1)), "V2": state["V2"].sum(0)}
+        return {"V1": fixed_order_sum(state["V1"].sum(1)), "V2": fixed_order_sum(state["V2"])}
 
     def extra_repr(self) -> str:
         return (f"capacity={self.capacity:g}/day from day {self.start_day:g} x {self.schedule}, "

@@ -81,7 +81,7 @@ from torch import Tensor
 
 from .._checks import check_probability, check_rate
 from ..layers.samplers import bernoulli_st
-from ..ops import propagate, resolve_backend
+from ..ops import fixed_order_sum, propagate, resolve_backend
 from .base import Mode, Phase, Protocol, State, StepContext, seed_infected
 from .sir import _register
 
@@ -593,14 +593,14 @@ class LabourMarket(Protocol):
         return value
 
     def observe(self, state: State) -> dict[str, Tensor]:
-        out = {c: state[c].sum(0) for c in self.compartments}
+        out = {c: fixed_order_sum(state[c]) for c in self.compartments}
         if self.by_area:
             for c in ("employed", "unemployed"):
                 out[f"{c}_by_area"] = self._tally_by_area(state[c])
         return out
 
     def total_flows(self, flows: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        out = {name: value.sum(0) for name, value in flows.items()}
+        out = {name: fixed_order_sum(value) for name, value in flows.items()}
         if self.by_area:
             out["claims_by_area"] = self._tally_by_area(flows["claims"])
         return out

@@ -48,7 +48,7 @@ from torch.nn import functional as F
 from .._checks import check_probability, check_rate
 from ..layers.protocol import ProtocolLayer
 from ..layers.samplers import RandomStreams
-from ..ops import CSR, propagate
+from ..ops import CSR, fixed_order_sum, propagate
 from .base import Mode, Phase, Protocol, State, StepContext, seed_infected
 from .seirm import _per_agent
 from .sir import _register
@@ -689,7 +689,9 @@ class BoundedConfidence(Behaviour):
 
     def observe(self, state: State) -> dict[str, Tensor]:
         x = state["opinion"]
-        return {"opinion": x.sum(0), "opinion_variance": x.var(0, unbiased=False)}
+        total = fixed_order_sum(x)
+        variance = fixed_order_sum((x - total / x.shape[0]).square()) / x.shape[0]
+        return {"opinion": total, "opinion_variance": variance}
 
     def extra_repr(self) -> str:
         beta = "inf (exact)" if self.hard else f"{_fmt(self.sharpness)}"

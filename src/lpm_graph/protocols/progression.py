@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from ..ops import fixed_order_sum
 from .base import Mode, Phase, State, StepContext
 from .durations import Duration
 from .seirm import AGE_GROUPS, SEIRM, _advance, _leave, _per_agent
@@ -354,7 +355,7 @@ class StagedSEIRM(SEIRM):
         for stage, transitions in self.progression.stages.items():
             per_agent[stage] = sum(state[f"{stage}->{tr.target}"].sum(1) for tr in transitions)
         per_agent["R"], per_agent["M"] = state["R"], state["M"]
-        out = {c: v.sum(0) for c, v in per_agent.items()}
+        out = {c: fixed_order_sum(v) for c, v in per_agent.items()}
         if self.by_age:
             out.update({f"{c}_by_age": self._tally_by_age(v) for c, v in per_agent.items()})
         for iv in self.interventions:

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from .._checks import check_positive, check_probability, check_rate
 from ..layers.transmission import Transmission
+from ..ops import fixed_order_sum
 from .base import CompartmentalProtocol, Mode, Phase, State, StepContext
 from .durations import Duration, infectiousness_kernel, kernel_share_before
 from .interventions import Intervention
@@ -498,7 +499,7 @@ class SEIRM(CompartmentalProtocol):
 
     def observe(self, state: State) -> dict[str, Tensor]:
         out = {
-            c: state[c].sum((0, 1)) if c in ("E", "I") else state[c].sum(0)
+            c: fixed_order_sum(state[c].sum(1) if c in ("E", "I") else state[c])
             for c in self.compartments
         }
         if self.by_age:
@@ -510,7 +511,7 @@ class SEIRM(CompartmentalProtocol):
         return out
 
     def total_flows(self, flows: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        out = {name: value.sum(0) for name, value in flows.items()}
+        out = {name: fixed_order_sum(value) for name, value in flows.items()}
         if self.by_age:
             for name in ("infections", "deaths"):
                 out[f"{name}_by_age"] = self._tally_by_age(flows[name])

@@ -71,7 +71,7 @@ from torch_geometric.data import HeteroData
 from .._checks import check_edge_index, check_memory, check_positive
 from ..graph import PopulationGraph
 from ..layers.protocol import ProtocolLayer
-from ..ops import CSR, propagate
+from ..ops import CSR, fixed_order_sum, propagate
 from .base import Phase, Protocol, State, StepContext
 
 if TYPE_CHECKING:
@@ -816,7 +816,10 @@ class SupplyChain(Protocol):
     # ------------------------------------------------------------------ observables
 
     def observe(self, state: State) -> dict[str, Tensor]:
-        return {"inventory": state["inventory"].sum(0), "orders": state["orders"].sum(0)}
+        return {
+            "inventory": fixed_order_sum(state["inventory"]),
+            "orders": fixed_order_sum(state["orders"]),
+        }
 
     def total_flows(self, flows: Mapping[str, Tensor]) -> dict[str, Tensor]:
         assert self._net is not None, "check(graph) runs before the first step"
@@ -825,7 +828,7 @@ class SupplyChain(Protocol):
         per_firm = torch.stack([flows[name] for name in names], 1)  # [N, 5]
         per_sector = per_firm.new_zeros(k, len(names)).index_add(0, sector, per_firm)
         out = dict(zip(names, per_sector.unbind(1)))
-        out["input_use"] = flows["input_use"].sum(0)
+        out["input_use"] = fixed_order_sum(flows["input_use"])
         if self.by_firm:
             out["output_by_firm"] = flows["output"]
             out["shortage_by_firm"] = flows["shortage"]
