@@ -191,6 +191,11 @@ def _check_probabilities(p: Tensor | None, survival: Tensor | None) -> None:
             "with torch.as_tensor(..., dtype=torch.float32)."
         )
     outside = (value < 0) | (value > 1) | value.isnan()
+    if value.device.type != "cpu":
+        # no host synchronisation in a step loop on an accelerator: the device raises
+        # asynchronously (at the next synchronisation) instead
+        torch._assert_async(~outside.any(), f"{name} must hold probabilities in [0, 1].")
+        return
     if bool(outside.any()):  # NaN would never draw 1, p > 1 always: both silently wrong
         bad = value.detach()[outside].reshape(-1)[0].item()
         raise ValueError(f"{name} must hold probabilities in [0, 1], got {bad}.")
