@@ -277,8 +277,11 @@ class PopulationGraph:
         cached = self._csr.get(rel)
         if cached is None:
             src_type, _, dst_type = rel
-            cached = CSR.from_edge_index(
-                self.edge_index(rel), self.num_nodes(src_type), self.num_nodes(dst_type)
+            cached = CSR.from_edge_index(  # the graph checked its edges when they were set
+                self.edge_index(rel),
+                self.num_nodes(src_type),
+                self.num_nodes(dst_type),
+                validate=False,
             )
             self._csr[rel] = cached
         return cached

@@ -104,10 +104,17 @@ class CSR:
         return out
 
     @classmethod
-    def from_edge_index(cls, edge_index: Tensor, num_src: int, num_dst: int) -> CSR:
-        """Sort ``edge_index`` (``[2, E]``, row 0 sources, row 1 destinations) by destination."""
+    def from_edge_index(
+        cls, edge_index: Tensor, num_src: int, num_dst: int, *, validate: bool = True
+    ) -> CSR:
+        """Sort ``edge_index`` (``[2, E]``, row 0 sources, row 1 destinations) by destination.
+
+        ``validate=False`` skips the check of the ids' range (a read on the host, a device
+        synchronisation on a GPU) for edges already checked, e.g. a graph's own, whose CSR
+        may first be built inside a step."""
         num_src, num_dst = check_int(num_src, "num_src"), check_int(num_dst, "num_dst")
-        check_edge_index(edge_index, num_src, num_dst, as_long=False)
+        if validate:
+            check_edge_index(edge_index, num_src, num_dst, as_long=False)
         src, dst = edge_index[0], edge_index[1]
         perm = torch.argsort(dst, stable=True)
         degree = torch.bincount(dst, minlength=int(num_dst))
