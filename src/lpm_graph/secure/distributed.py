@@ -53,7 +53,14 @@ import torch.multiprocessing as mp
 from torch import Tensor
 
 from .dealer import Dealer
-from .owner import DataOwner, InputOwner, OwnerRole, as_owners, check_partition, place_shares
+from .owner import (
+    DataOwner,
+    InputOwner,
+    OwnerRole,
+    as_owners,
+    check_partition,
+    combine_inputs,
+)
 from .policy import LeakagePolicy
 from .prg import KEY_BYTES, Randomness, as_randomness
 from .ring import FRAC_BITS
@@ -207,11 +214,7 @@ class DistributedTransport(Transport):
             self._owned += size
             parts.append((got["shares"], agents, n))
             bits.add(b)
-        if len(bits) != 1:
-            raise ValueError(
-                f"the owners encode {name!r} with different fractional bits {sorted(bits)}."
-            )
-        return place_shares(parts, name), bits.pop()
+        return combine_inputs(parts, bits, name)
 
     def pairwise_keys(self, make_key: Callable[[int, int], bytes]) -> dict[tuple[int, int], bytes]:
         """For each pair ``i < j`` in order, party ``i`` sends the key it makes to party

@@ -24,7 +24,15 @@ from .policy import LeakageError
 from .prg import KeyStream, Randomness, derive_key
 from .ring import encode_scaled, random_ring
 
-__all__ = ["DataOwner", "InputOwner", "OwnerRole", "as_owners", "place_shares"]
+__all__ = [
+    "DataOwner",
+    "InputOwner",
+    "OwnerRole",
+    "as_owners",
+    "check_partition",
+    "combine_inputs",
+    "place_shares",
+]
 
 InputOwner = Callable[[str, "int | None"], "tuple[Tensor, int] | Tensor"]
 """``owner(name, step) -> value`` or ``(value, frac_bits)``: a private input in plaintext, as
@@ -183,6 +191,18 @@ class OwnerRole:
         self.bytes_sent += shares.numel() * shares.element_size()
         self._served.add(key)
         return shares, bits
+
+
+def combine_inputs(
+    parts: Sequence[tuple[Tensor, Tensor | None, int | None]], bits: set[int], name: str
+) -> tuple[Tensor, int]:
+    """The owners' shares of input ``name`` placed at their agents (:func:`place_shares`)
+    and its fractional bits, which every owner must have used."""
+    if len(bits) != 1:
+        raise ValueError(
+            f"the owners encode {name!r} with different fractional bits {sorted(bits)}."
+        )
+    return place_shares(parts, name), bits.pop()
 
 
 def place_shares(parts: Sequence[tuple[Tensor, Tensor | None, int | None]], what: str) -> Tensor:

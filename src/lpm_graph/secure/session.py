@@ -17,7 +17,7 @@ from torch import Tensor
 
 from .audit import AuditLog
 from .dealer import Correlation, Dealer
-from .owner import DataOwner, InputOwner, OwnerRole, as_owners, place_shares
+from .owner import DataOwner, InputOwner, OwnerRole, as_owners, combine_inputs
 from .policy import _MASKS, InsecureDebugWarning, LeakageError, LeakagePolicy
 from .prg import KeyStream, Randomness, as_randomness, derive_key
 from .ring import FRAC_BITS, decode, encode_scaled
@@ -112,11 +112,7 @@ class LocalTransport(Transport):
             shares, b = role.share(name, step)
             parts.append((shares, *role.owner.public()))
             bits.add(b)
-        if len(bits) != 1:
-            raise ValueError(
-                f"the owners encode {name!r} with different fractional bits {sorted(bits)}."
-            )
-        return place_shares(parts, name), bits.pop()
+        return combine_inputs(parts, bits, name)
 
     def pairwise_keys(self, make_key: Callable[[int, int], bytes]) -> dict[tuple[int, int], bytes]:
         return {
