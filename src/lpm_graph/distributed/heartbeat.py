@@ -178,9 +178,13 @@ class Heartbeat:
             return
         self._stop.set()
         atexit.unregister(self.stop)
+        # long enough for a store op under load (a thread still inside one when the
+        # interpreter finalises can abort the process), not for ever: an op to a frozen
+        # store never returns
+        wait = max(2.0, self.timeout / 2)
         for thread in self._threads:
             if thread is not threading.current_thread():
-                thread.join(timeout=1.0)  # not for ever: an op to a frozen store never returns
+                thread.join(timeout=wait)
 
     def _beat(self) -> None:
         while not self._stop.wait(self.interval):
