@@ -100,7 +100,7 @@ def test_age_groups_with_few_private_agents_are_refused():
     age[:4] = 7  # age group 7 has 4 agents
     g.set_node_attrs("agent", age_group=age)
     session = Session(2, owner=SEIRMInputs(protocol, N, 3))
-    with pytest.raises(LeakageError, match="'counts by age group'.*over 4 private agents"):
+    with pytest.raises(LeakageError, match="group 7 would have 4 private agents"):
         secure_seirm(protocol, g, 1, session)
 
 
@@ -261,3 +261,29 @@ def test_an_owner_with_few_agents_of_an_age_group_is_refused():
     ]
     with pytest.raises(LeakageError, match="data owner 0 speaks for 3 private agents of group 0"):
         secure_seirm(protocol, g, 1, Session(2, owners=owners))
+
+
+def test_public_masks_accumulate_per_age_group_too():
+    """Second red-team pass: two runs on one realisation with public agents 0-8, then 9-17,
+    each leave 10 private agents of a 19-agent age group, together one: refused."""
+    protocol = SEIRM(2.0, torch.zeros(8), learnable=False, by_age=True)
+    g = erdos_renyi(N, 4.0, seed=2)
+    age = torch.zeros(N, dtype=torch.long)
+    age[:19] = 3
+    g.set_node_attrs("agent", age_group=age)
+    session = Session(2, owner=DataOwner(SEIRMInputs(protocol, N, 3), serve_once=False))
+    first = torch.zeros(N, dtype=torch.bool)
+    first[:9] = True
+    secure_seirm(protocol, g, 1, session, public=first)
+    second = torch.zeros(N, dtype=torch.bool)
+    second[9:18] = True
+    with pytest.raises(LeakageError, match="group 3 would have 1 private agents"):
+        secure_seirm(protocol, g, 1, session, public=second)
+
+
+def test_tangents_are_opened_only_as_one_gradient(graph):
+    """Second red-team pass: public tangents, opened as aggregates over all agents, gave the
+    whole Jacobian and any number of gradients. They are private to the trajectory."""
+    run = secure_sir(SIR(0.3, 0.1), graph, 3, _sir_session(), tangents=("transmission_rate",))
+    assert not hasattr(run, "tangents")
+    run.gradient(_loss)

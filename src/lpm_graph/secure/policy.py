@@ -177,6 +177,20 @@ class LeakagePolicy:
                 "(e.g. by_age=False), or lower min_group if that is acceptable."
             )
 
+    def check_group_sizes(self, private: Tensor, labels: Tensor) -> None:
+        """Each group (``labels``) must hold none or at least ``min_group`` private agents
+        (``private``: every agent not declared public in the session so far)."""
+        per = torch.bincount(labels[private.cpu()], minlength=int(labels.max()) + 1)
+        for g, count in enumerate(per.tolist()):
+            if 0 < count < self.min_group:
+                raise LeakageError(
+                    f"group {g} would have {count} private agents (with every agent declared "
+                    f"public in this session), fewer than the policy's min_group="
+                    f"{self.min_group}: its count minus the public agents' states would reveal "
+                    "them. Make fewer agents public, aggregate over larger groups, or lower "
+                    "min_group."
+                )
+
     def check_owners(
         self, owners: Sequence[Tensor | None], private: Tensor, labels: Tensor | None = None
     ) -> None:

@@ -479,9 +479,8 @@ class _SecureStep:
         stacked = SharedTensor.stack(totals)
         rows = [stacked.shares]
         labels, kinds = ["counts"], ["aggregate"]
-        private = self.age.new_ones(self.age.shape[0], dtype=torch.int64)
-        if self.public is not None:
-            private = private * (~self.public.to(self.age.device)).to(torch.int64)
+        # private: every agent not declared public in the session so far (not only this run)
+        private = (~self.session.public_agents).to(self.age.device, torch.int64)
         groups, bits = [int(private.sum())], [stacked.frac_bits]
         by_age = self.protocol.by_age
         aged = [k for k in names if k in _BY_AGE] if by_age else []
@@ -534,7 +533,7 @@ class _SecureStep:
             flows=flows,
             final_state={},
             dt=self.protocol.dt,
-            tangents=tangents,
+            _tangents=tangents,
             parameters=self.columns,
             session=self.session,
         )

@@ -441,8 +441,16 @@ class Session:
         self._policy.check_public(mask, n, earlier=int(self._public.sum()))
         owners = self.transport.owner_agents()
         labels = None if groups is None else torch.as_tensor(groups).long().cpu()
+        if labels is not None:
+            self._policy.check_group_sizes(~mask, labels)
         self._policy.check_owners(owners, ~mask, labels)
         self._public = mask
+
+    @property
+    def public_agents(self) -> Tensor | None:
+        """Every agent declared public in this session so far (bool ``[N]``, a copy), or
+        ``None`` before the first run: aggregates must count the others as private."""
+        return None if self._public is None else self._public.clone()
 
     # ------------------------------------------------------------------ opening
     def reveal(

@@ -115,10 +115,12 @@ class SIRInputs:
 
 @dataclass
 class SecureTrajectory(Trajectory):
-    """A secure run's opened aggregates (as :class:`~lpm_graph.simulator.Trajectory`), its
-    cost report, and (with ``tangents=``) the shared tangents of the counts."""
+    """A secure run's opened aggregates (as :class:`~lpm_graph.simulator.Trajectory`) and its
+    session. With ``tangents=`` it also holds the shared tangents of the counts, privately:
+    :meth:`gradient` is the only way to open anything of them (opened as aggregates, they
+    would give the whole Jacobian and any number of gradients)."""
 
-    tangents: dict[str, SharedTensor] = field(default_factory=dict, repr=False)
+    _tangents: dict[str, SharedTensor] = field(default_factory=dict, repr=False)
     parameters: tuple[str, ...] = ()
     session: Session | None = field(default=None, repr=False)
 
@@ -126,7 +128,7 @@ class SecureTrajectory(Trajectory):
         """``(loss, d loss / d parameters)`` for a differentiable ``loss(counts_and_flows)`` of
         the opened series; the weights ``d loss / d series`` are public, the tangents private,
         and only the gradient (one number per parameter) is opened."""
-        if not self.tangents or self.session is None:
+        if not self._tangents or self.session is None:
             raise RuntimeError("run secure_sir with tangents=(...) to get gradients.")
         series = {k: v.detach().clone().requires_grad_(True) for k, v in self.opened().items()}
         value = loss(series)
@@ -142,7 +144,7 @@ class SecureTrajectory(Trajectory):
             # the weights' own scale 2^-e is public: encode w 2^e (in (1/2, 1]) with 24 bits,
             # so that a small weight (1 / N) keeps its precision
             e = -math.ceil(math.log2(top))
-            tangent = self.tangents[name].rescale()  # [T or T + 1, ..., P]
+            tangent = self._tangents[name].rescale()  # [T or T + 1, ..., P]
             scaled = w.detach().to(torch.float64).unsqueeze(-1) * 2.0**e
             term = tangent.mul_public(scaled, _WEIGHT_BITS).reshape(-1, columns).sum(0)
             if not 0 <= term.frac_bits + e <= 62:
@@ -323,7 +325,7 @@ def secure_sir(
         flows=flows,
         final_state={},
         dt=dt,
-        tangents=out_tangents,
+        _tangents=out_tangents,
         parameters=params,
         session=session,
     )
@@ -372,7 +374,8 @@ def _observe(session, state, tangent, series, d_series, public, step_flows):
         rows.append(  # [P, public agents, 3]: one row per public agent
             SharedTensor.stack([state[k].index_select(0, idx) for k in ("S", "I", "R")], 1).shares
         )
-    private = len(state["S"]) - (0 if public is None else int(public.sum()))
+    # private: every agent not declared public in the session so far (not only this run)
+    private = int((~session.public_agents).sum())
     opened = session.open_raw(
         rows,
         ["counts", "public agents' S, I, R"][: len(rows)],
