@@ -28,13 +28,15 @@ def protocol(model: str):
     return SEIRM(torch.tensor(1.8, dtype=torch.float64), mortality, learnable=False)
 
 
-def population(model: str, agents: int, degree: float):
+def population(model: str, agents: int, degree: float, seed: int = 0):
+    """SIR: G(n, m) with mean degree ``degree``; SEIRM: a synthetic population (households,
+    schools, workplaces, community; ages)."""
     from lpm_graph.datasets import SyntheticPopulation
     from lpm_graph.datasets.generators import erdos_renyi
 
     if model == "sir":
-        return erdos_renyi(agents, degree, seed=0)
-    return SyntheticPopulation(agents, seed=0)[0]
+        return erdos_renyi(agents, degree, seed=seed)
+    return SyntheticPopulation(agents, seed=seed)[0]
 
 
 def party(session, model: str, agents: int, degree: float, steps: int) -> dict:

@@ -98,8 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", nargs="+", choices=("expected", "stochastic"),
                         default=["expected", "stochastic"])  # fmt: skip
     parser.add_argument("--days", type=int, default=150)
-    parser.add_argument("--replicates", type=int, default=4,
-                        help="stochastic runs per model and dt (one seeded call, as columns)")
+    parser.add_argument(
+        "--replicates",
+        type=int,
+        default=4,
+        help="stochastic runs per model and dt (one seeded call, as columns)",
+    )
     parser.add_argument("--initial-infected", type=int, default=100)
     parser.add_argument("--r", type=float, default=None, help="R for every model")
     args = parser.parse_args(argv)

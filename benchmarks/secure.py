@@ -42,9 +42,7 @@ from pathlib import Path
 import torch
 
 from lpm_graph import simulate
-from lpm_graph.datasets import SyntheticPopulation
 from lpm_graph.datasets.generators import erdos_renyi
-from lpm_graph.protocols import SEIRM, SIR
 from lpm_graph.secure import (
     LeakagePolicy,
     Session,
@@ -56,24 +54,9 @@ from lpm_graph.secure import (
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-
-TAU, GAMMA = 0.06, 0.1
-MORTALITY = (0.0, 0.005, 0.01, 0.03, 0.06, 0.12, 0.25, 0.4)
-
-
-def protocol(model: str) -> SIR | SEIRM:
-    if model == "sir":
-        return SIR(TAU, GAMMA, learnable=False)
-    mortality = torch.tensor(MORTALITY, dtype=torch.float64)
-    return SEIRM(torch.tensor(1.8, dtype=torch.float64), mortality, learnable=False)
-
-
-def population(model: str, agents: int, degree: float, seed: int):
-    """SIR: G(n, m) with mean degree ``degree``; SEIRM: a synthetic population (households,
-    schools, workplaces, community; ages)."""
-    if model == "sir":
-        return erdos_renyi(agents, degree, seed=seed)
-    return SyntheticPopulation(agents, seed=seed)[0]
+sys.path.insert(0, str(HERE))
+# the models, shared with the child that times either version of the library
+from _secure_child import population, protocol  # noqa: E402
 
 
 def party(session: Session, model: str, agents: int, degree: float, steps: int, seed: int) -> dict:
@@ -101,7 +84,7 @@ def party(session: Session, model: str, agents: int, degree: float, steps: int, 
 def scaling(agents: int, degree: float) -> tuple[int, int]:
     graph = erdos_renyi(agents, degree, seed=0)
     session = Session(2, owner=SIRInputs(agents, 10))
-    secure_sir(SIR(TAU, GAMMA, learnable=False), graph, 2, session)
+    secure_sir(protocol("sir"), graph, 2, session)
     return graph.num_edges(), session.cost.steps[-1].bytes_per_party
 
 

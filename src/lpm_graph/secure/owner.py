@@ -20,9 +20,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .dealer import split_additive
 from .policy import LeakageError
 from .prg import KeyStream, Randomness, derive_key
-from .ring import encode_scaled, random_ring
+from .ring import encode_scaled
 
 __all__ = [
     "DataOwner",
@@ -186,8 +187,7 @@ class OwnerRole:
             encoded, bits = encode_scaled(value, bits, self.frac_bits, self.device)
         except ValueError as error:
             raise ValueError(f"owner {self.index}'s private input {name!r}: {error}") from None
-        shares = random_ring((self.parties - 1, *encoded.shape), self._stream, self.device)
-        shares = torch.cat([shares, (encoded - shares.sum(0)).unsqueeze(0)])
+        shares = split_additive(encoded, self.parties, self._stream)
         self.bytes_sent += shares.numel() * shares.element_size()
         self._served.add(key)
         return shares, bits

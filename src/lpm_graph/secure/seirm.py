@@ -38,6 +38,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from .._checks import check_int
 from ..graph import PopulationGraph
 from ..protocols.base import seed_infected
 from ..protocols.seirm import AGE_GROUPS, SEIRM
@@ -144,8 +145,7 @@ def secure_seirm(
         ``protocol.by_age``; the gradient of a loss of them with :meth:`~lpm_graph.secure.
         SecureTrajectory.gradient`.
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}.")
+    steps = check_int(steps, "steps", 1)
     step = _SecureStep(protocol, graph, session, tangents, public)
     with session.step("setup"):
         state, tangent = step.initial()

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from .._checks import check_int
 from ..graph import PopulationGraph
 from ..protocols.base import seed_infected
 from ..protocols.sir import DRAWS, SIR
@@ -158,7 +159,9 @@ class SecureTrajectory(Trajectory):
         if total is None:
             return value.detach(), torch.zeros(len(self.parameters), dtype=torch.float64)
         self.session.audit.record("loss", "loss", value.detach())
-        return value.detach(), open_gradient(self.session, total)
+        # under differential privacy the session clips it on shares first (sensitivity
+        # 2 C sqrt(P) whatever the data) and opens it with the Gaussian mechanism
+        return value.detach(), self.session.reveal(total, "gradient", "gradient")
 
     def opened(self) -> dict[str, Tensor]:
         return {**self.counts, **self.flows}
@@ -212,8 +215,7 @@ def secure_sir(
             raise ValueError(
                 f"public must be a bool mask of the {n} agents, got {list(public.shape)}."
             )
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}.")
+    steps = check_int(steps, "steps", 1)
     session.declare_agents(n, public)
     dt = protocol.dt
     tau_dt = protocol.transmission_rate.detach().to(torch.float64) * dt
@@ -334,14 +336,6 @@ def secure_sir(
 AGGREGATE_SENSITIVITY = 2.0
 """L2 sensitivity of one step's counts and flows to one agent's own indicators: its
 compartment moves one unit between two counts (``sqrt 2``), its flow indicator likewise."""
-
-
-def open_gradient(session: Session, total: SharedTensor) -> Tensor:
-    """Open a shared gradient ``[P]`` (kind ``"gradient"``). Under differential privacy
-    (``session.policy.privacy``) the session clips it on shares to ``[-C, C]`` per parameter
-    first, so that its L2 sensitivity is ``2 C sqrt(P)`` whatever the data, and opens it with
-    the Gaussian mechanism."""
-    return session.reveal(total, "gradient", "gradient")
 
 
 # ---------------------------------------------------------------------- step pieces

@@ -273,8 +273,7 @@ def multiply(x: SharedTensor, y: SharedTensor, frac_bits: int | None = None) -> 
     shape = torch.broadcast_shapes(x.shape, y.shape)
     xs = x.shares.expand(x.shares.shape[0], *shape)
     ys = y.shares.expand(y.shares.shape[0], *shape)
-    if session.check_ranges:  # debug mode: the exact product must not wrap the ring
-        session.check_product_range(xs, x.frac_bits, ys, y.frac_bits)
+    session.check_product_range(xs, x.frac_bits, ys, y.frac_bits)  # debug mode only
     triple = session.correlation("triple", tuple(shape)).use()
     a, b, c = triple["a"], triple["b"], triple["c"]
     e, f = session._open_masks([xs - a, ys - b], "beaver", "beaver_mask")
@@ -320,10 +319,9 @@ def greater(x: SharedTensor, y: Any) -> SharedTensor:
     """``[x > y]`` as shared 0/1 integers (scale 0): the sign bit of ``y - x`` (exact while
     ``|x|, |y| < 2^62`` in the ring; ``check_ranges=True`` checks it)."""
     session = x.session
-    if session.check_ranges:
-        session.check_range(x.shares, "comparison input")
-        if isinstance(y, SharedTensor):
-            session.check_range(y.shares, "comparison input")
+    session.check_range(x.shares, "comparison input")  # debug mode only
+    if isinstance(y, SharedTensor):
+        session.check_range(y.shares, "comparison input")
     d = (y - x) if isinstance(y, SharedTensor) else (-x + y)
     return _sign_bit(d)
 
