@@ -67,6 +67,8 @@ from torch import Tensor
 sys.path.insert(0, str(Path(__file__).parent))
 from seirm_step import population  # noqa: E402
 
+from lpm_graph.protocols.base import StepContext  # noqa: E402
+
 HOST_READS = (
     "aten::_local_scalar_dense",  # .item(), bool(t), int(t), float(t)
     "aten::nonzero",
@@ -302,7 +304,9 @@ def compile_sir(args) -> dict:
             sir.transmission_rate * sir.dt,
             torch.exp(-sir.recovery_rate * sir.dt),
         )
-        library, flows = sir.step(graph, state, 0, streams, "stochastic")
+        ctx = StepContext.begin(0, sir.dt, state, streams, "stochastic")
+        library = sir.step(graph, state, ctx)
+        flows = ctx.flows
         mirror = (library["S"], library["I"], library["R"], *flows.values())
         out["mirror"] = identical(sir_update(*inputs), mirror)
         for fn in (sir_update, sir_update_totals):
@@ -332,7 +336,8 @@ def compile_step(sir, graph, state: dict[str, Tensor], args) -> dict:
     streams = RandomStreams(2)
 
     def step(state: dict[str, Tensor], t: int) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        return sir.step(graph, state, t, streams, "stochastic")
+        ctx = StepContext.begin(t, sir.dt, state, streams, "stochastic")
+        return sir.step(graph, state, ctx), ctx.flows
 
     out: dict = {"runs": []}
     try:

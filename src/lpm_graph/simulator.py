@@ -13,7 +13,16 @@ from torch.utils.checkpoint import checkpoint as _checkpoint
 
 from ._checks import check_int, check_memory
 from .layers.samplers import RandomStreams
-from .protocols.base import ESTIMATORS, MODES, Coupling, Estimator, Mode, Protocol, State
+from .protocols.base import (
+    ESTIMATORS,
+    MODES,
+    Coupling,
+    Estimator,
+    Mode,
+    Protocol,
+    State,
+    StepContext,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -476,9 +485,9 @@ class Simulator(nn.Module):
     ) -> tuple[State, list[dict[str, Tensor]], list[dict[str, Tensor]], list[State]]:
         observed, flows, kept = [], [], []
         for t in range(t0, t0 + n):
-            state, step_flows = self.protocol.step(
-                graph, state, t, streams, self.mode, self.estimator
-            )
+            ctx = StepContext.begin(t, self.protocol.dt, state, streams, self.mode, self.estimator)
+            state = self.protocol.step(graph, state, ctx)
+            step_flows = ctx.flows
             totals = self.protocol.total_flows(step_flows)
             observed.append(self.protocol.observe(state))
             flows.append(totals)
@@ -514,12 +523,15 @@ class Simulator(nn.Module):
         primal = _Recorder(self.protocol, state, self.record_states)
         other = _Recorder(self.protocol, alt, self.record_states)
         since = torch.full((k * width,), -1, dtype=torch.long, device=device)  # last switch
+        dt = self.protocol.dt
         for t in range(self.steps):
             start = state
             candidates: list[tuple[str, Tensor, Tensor]] = []
-            state, step_flows = self.protocol.step(
-                graph, state, t, streams, "stochastic", self.estimator, Coupling(candidates)
+            ctx = StepContext.begin(
+                t, dt, state, streams, "stochastic", self.estimator, Coupling(candidates)
             )
+            state = self.protocol.step(graph, state, ctx)
+            step_flows = ctx.flows
             primal.add(state, step_flows)
             force: dict[str, Tensor] = {}
             if candidates:
@@ -534,15 +546,16 @@ class Simulator(nn.Module):
                     name: torch.where(switch, tile(start[name]), alt[name]) for name in alt
                 }
                 coupling = Coupling(force=force, tile=k, columns=columns)
-                alt, alt_flows = self.protocol.step(
-                    graph, alt_start, t, streams, "stochastic", self.estimator, coupling
+                alt_ctx = StepContext.begin(
+                    t, dt, alt_start, streams, "stochastic", self.estimator, coupling
                 )
+                alt = self.protocol.step(graph, alt_start, alt_ctx)
+                alt_flows = alt_ctx.flows
             other.add(alt, alt_flows)
             if bar is not None:
                 bar.update(1)
         if bar is not None:
             bar.close()
-        dt = self.protocol.dt
         run = primal.trajectory(state, dt)
         other_run = other.trajectory(alt, dt)
         # An alternative column restarts from the primal's state when it switches, so until

@@ -24,7 +24,9 @@ WEIGHTS = {"household": 1.5, "work": 0.5}
 
 def _lambda(protocol, graph, state, agent=1):
     """Force of infection on ``agent`` during one expected-mode step from ``state``."""
-    _, flows = protocol.step(graph, state, 0, RandomStreams(0), "expected")
+    ctx = StepContext.begin(0, protocol.dt, state, RandomStreams(0), "expected")
+    protocol.step(graph, state, ctx)
+    flows = ctx.flows
     return -math.log1p(-float(flows["infections"][agent].detach()))
 
 

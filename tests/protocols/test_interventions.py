@@ -19,6 +19,7 @@ from lpm_graph.protocols import (
     Testing,
     Vaccination,
 )
+from lpm_graph.protocols.base import StepContext
 
 
 def _two_layer_population(n=3000, seed=1) -> PopulationGraph:
@@ -40,7 +41,9 @@ def _two_layer_population(n=3000, seed=1) -> PopulationGraph:
 
 
 def _lambda(protocol, graph, state, agent):
-    _, flows = protocol.step(graph, state, 0, RandomStreams(0), "expected")
+    ctx = StepContext.begin(0, protocol.dt, state, RandomStreams(0), "expected")
+    protocol.step(graph, state, ctx)
+    flows = ctx.flows
     return -math.log1p(-float(flows["infections"][agent].detach()))
 
 

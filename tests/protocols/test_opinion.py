@@ -11,6 +11,7 @@ import torch
 from lpm_graph import PopulationGraph, simulate
 from lpm_graph.datasets.generators import complete_graph, erdos_renyi
 from lpm_graph.layers.samplers import RandomStreams
+from lpm_graph.protocols.base import StepContext
 from lpm_graph.protocols.opinion import (
     BoundedConfidence,
     ConfidenceAverage,
@@ -126,7 +127,9 @@ def test_infectious_neighbours_push_adoption_by_hand(stages, rho, new):
         infectious = torch.zeros(4, 5, dtype=F64)
         infectious[1, 2] = 1.0
     state = {"adopted": adopted, "not_adopted": 1 - adopted, "I": infectious}
-    _, flows = protocol.step(_four(), state, 0, RandomStreams(0), "stochastic")
+    ctx = StepContext.begin(0, protocol.dt, state, RandomStreams(0), "stochastic")
+    protocol.step(_four(), state, ctx)
+    flows = ctx.flows
     assert flows["adoptions"].tolist() == new
 
 
@@ -267,7 +270,8 @@ def test_perceived_risk_pushes_opinions_by_hand():
     protocol = BoundedConfidence(0.0, 1.0, math.inf, risk_rate=2.0, dt=0.5)
     x = torch.tensor([0.1, 0.2, 0.5, 0.9], dtype=F64)
     state = {"opinion": x, "I": torch.tensor([0.0, 1, 0, 0], dtype=F64)}
-    new, _ = protocol.step(_four(), state, 0, RandomStreams(0), "expected")
+    ctx = StepContext.begin(0, protocol.dt, state, RandomStreams(0), "expected")
+    new = protocol.step(_four(), state, ctx)
     g = [0.5, 0.0, 1 / 3, 0.5]
     want = [xi + (1 - xi) * (1 - math.exp(-2.0 * gi * 0.5)) for xi, gi in zip(x.tolist(), g)]
     assert new["opinion"].tolist() == pytest.approx(want, rel=1e-12)

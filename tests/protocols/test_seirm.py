@@ -13,6 +13,7 @@ from lpm_graph import PopulationGraph, simulate
 from lpm_graph.datasets.generators import erdos_renyi
 from lpm_graph.layers.samplers import RandomStreams
 from lpm_graph.protocols import GRADABM_SUSCEPTIBILITY, SEIRM, Duration
+from lpm_graph.protocols.base import StepContext
 
 HH = ("agent", "household", "agent")
 WORK = ("agent", "work", "agent")
@@ -59,7 +60,9 @@ def _gamma_mass(k: int) -> float:
 
 def _lambda_of(protocol, graph, state, agent):
     streams = RandomStreams(0)
-    _, flows = protocol.step(graph, state, 0, streams, "expected")
+    ctx = StepContext.begin(0, protocol.dt, state, streams, "expected")
+    protocol.step(graph, state, ctx)
+    flows = ctx.flows
     p = float(flows["infections"][agent].detach())
     return -math.log1p(-p)
 

@@ -10,6 +10,7 @@ import torch
 
 from lpm_graph import simulate
 from lpm_graph.layers.samplers import RandomStreams
+from lpm_graph.protocols.base import StepContext
 from lpm_graph.protocols.supply_chain import (
     CapacityShock,
     SupplyChain,
@@ -215,7 +216,9 @@ def test_step_gradcheck_in_float64():
         shock = CapacityShock(fraction, firms=[1, 4], start=0)
         chain = SupplyChain(capacity, demand, n, tau, shocks=[shock], backend="native")
         state = {"inventory": inventory, "orders": orders}
-        new, flows = chain.step(graph, state, 0, RandomStreams(0), "expected")
+        ctx = StepContext.begin(0, chain.dt, state, RandomStreams(0), "expected")
+        new = chain.step(graph, state, ctx)
+        flows = ctx.flows
         return new["inventory"], new["orders"], flows["output"], flows["consumption"]
 
     # every branch of the min is exercised, away from ties (gradcheck needs no kinks)

@@ -43,8 +43,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from ..layers.samplers import RandomStreams
-from ..protocols.base import Coupling, Estimator, Mode, Protocol, State, StepContext
-from ..protocols.seirm import SEIRM
+from ..protocols.base import Estimator, Mode, Protocol, State, StepContext
 from ..simulator import Simulator, Trajectory
 from .halo import refresh_halo
 from .heartbeat import named_failures
@@ -126,18 +125,14 @@ class PartitionedProtocol(Protocol):
 
     # ------------------------------------------------------------------ the run
     def check(self, graph: PopulationGraph) -> None:
-        """The wrapped check on the local graph, the shard against the world, and whole-graph
-        statistics (SEIRM's ``1 / Ibar``) computed on the whole graph."""
+        """The shard against the world, the wrapped protocol's :meth:`~lpm_graph.protocols.
+        Protocol.prepare` hook (whole-graph statistics such as SEIRM's ``1 / Ibar``), its
+        check on the local graph, and no per-agent module buffer (which would be sized for
+        the whole population and silently misread by the local rows)."""
         _check_world(self.shard, self.group)
+        _refuse_per_agent_buffers(self.protocol, self.shard)
+        self.protocol.prepare(graph, self.global_graph)
         self.protocol.check(graph)
-        for module in self.protocol.modules():
-            if isinstance(module, SEIRM):
-                # 1 / Ibar averages contacts over all agents of an age group: take it from the
-                # whole graph (SEIRM caches it per graph; seed the local graph's entry).
-                module._scales[graph] = {
-                    rel: module.contact_scale(self.global_graph, rel)
-                    for rel in module.relations(graph)
-                }
 
     def initial_state(
         self,
@@ -162,34 +157,23 @@ class PartitionedProtocol(Protocol):
             for k, v in state.items()
         }
 
-    def step(
-        self,
-        graph: PopulationGraph,
-        state: State,
-        t: int,
-        streams: RandomStreams,
-        mode: Mode,
-        estimator: Estimator = "straight_through",
-        coupling: Coupling | None = None,
-    ) -> tuple[State, dict[str, Tensor]]:
-        if coupling is not None or estimator == "stochastic_derivative":
+    def step(self, graph: PopulationGraph, state: State, ctx: StepContext) -> State:
+        if ctx.coupling is not None or ctx.estimator == "stochastic_derivative":
             raise ValueError(
                 "estimator='stochastic_derivative' is not supported in a partitioned run (its "
                 "reservoir picks among every agent's moves); use 'straight_through', "
                 "'conditional_mean' or mode='expected'."
             )
-        rows = _RowStreams(streams, self.shard)
+        ctx.streams = _RowStreams(ctx.streams, self.shard)
         state = refresh_halo(state, self.shard, self.group)
+        ctx.start = state
         if self.refresh == "step":
-            return self.protocol.step(graph, state, t, rows, mode, estimator)
-        ctx = StepContext(
-            t=t, dt=self.dt, start=state, streams=rows, mode=mode, estimator=estimator
-        )
+            return self.protocol.step(graph, state, ctx)
         for k, phase in enumerate(self.protocol.phases):
             if k:
                 state = refresh_halo(state, self.shard, self.group)
             state = phase(graph, state, ctx)
-        return state, ctx.flows
+        return state
 
     def observe(self, state: State) -> dict[str, Tensor]:
         """The wrapped observables over the owned agents, summed over the ranks."""
@@ -223,6 +207,29 @@ class PartitionedProtocol(Protocol):
         head = f"partitioned over {self.shard.world_size} ranks (this one: {self.shard}), "
         head += f"halo refreshed every {self.refresh}:"
         return head + "\n" + self.protocol.plan()
+
+
+def _refuse_per_agent_buffers(protocol: Protocol, shard: Shard) -> None:
+    """A buffer or attribute tensor with one row per agent of the whole population cannot be
+    read by a rank's local rows: refuse it, naming it, before any step."""
+    n = shard.num_global_nodes
+    if n == shard.num_local:  # one rank: the local rows are the population
+        return
+    for module_name, module in protocol.named_modules():
+        tensors = dict(module.named_buffers(recurse=False))
+        tensors.update(
+            (k, v) for k, v in vars(module).items() if torch.is_tensor(v) and k not in tensors
+        )
+        for name, value in tensors.items():
+            if value.dim() and value.shape[0] == n and not isinstance(value, torch.nn.Parameter):
+                where = f"{module_name}.{name}" if module_name else name
+                raise ValueError(
+                    f"{type(module).__name__} keeps a per-agent tensor {where!r} of shape "
+                    f"{list(value.shape)} on the module; a partitioned run gives each rank only "
+                    "its own agents' rows, so it would read the wrong agents. Keep per-agent "
+                    "values in the state (initial_state) or as graph node attributes "
+                    "(graph.set_node_attrs), which are cut to each rank's rows."
+                )
 
 
 def _check_world(shard: Shard, group: dist.ProcessGroup | None) -> None:

@@ -107,6 +107,28 @@ class StepContext:
         default_factory=dict, repr=False
     )
 
+    @classmethod
+    def begin(
+        cls,
+        t: int,
+        dt: float,
+        state: Mapping[str, Tensor],
+        streams: RandomStreams,
+        mode: Mode = "stochastic",
+        estimator: Estimator = "straight_through",
+        coupling: Coupling | None = None,
+    ) -> StepContext:
+        """The context of step ``t`` starting from ``state``."""
+        return cls(
+            t=t,
+            dt=dt,
+            start=state,
+            streams=streams,
+            mode=mode,
+            estimator=estimator,
+            coupling=coupling,
+        )
+
     def uniform(self, name: str, like: Tensor, step: int | None = None) -> Tensor:
         """``U[0, 1)`` numbers shaped and typed like ``like`` from stream ``(name, step)``
         (``step`` defaults to this step; a fixed ``step`` gives the same numbers every step,
@@ -238,29 +260,22 @@ class Protocol(nn.Module):
                 state[key] = weakref.WeakKeyDictionary() if value.kind == "dict" else _no_graph
         super().__setstate__(state)
 
-    def step(
-        self,
-        graph: PopulationGraph,
-        state: State,
-        t: int,
-        streams: RandomStreams,
-        mode: Mode,
-        estimator: Estimator = "straight_through",
-        coupling: Coupling | None = None,
-    ) -> tuple[State, dict[str, Tensor]]:
-        """One step: run the phases in order; return the new state and this step's flows."""
-        ctx = StepContext(
-            t=t,
-            dt=self.dt,
-            start=state,
-            streams=streams,
-            mode=mode,
-            estimator=estimator,
-            coupling=coupling,
-        )
+    def step(self, graph: PopulationGraph, state: State, ctx: StepContext) -> State:
+        """One step: ``state = protocol.step(graph, state, ctx)``, the same shape as a phase.
+
+        Runs the phases in order; each records its flows in ``ctx.flows``. The caller (the
+        simulator, a partitioned or a secure run, a :class:`Compose`) makes the context with
+        :meth:`StepContext.begin` and reads the step's flows from it."""
         for phase in self.phases:
             state = phase(graph, state, ctx)
-        return state, ctx.flows
+        return state
+
+    def prepare(self, graph: PopulationGraph, whole_graph: PopulationGraph) -> None:
+        """Called once before a run on ``graph`` when it is a part of ``whole_graph`` (a
+        partitioned run: the rank's own agents plus their halo). A protocol that computes
+        statistics over the whole population (SEIRM's mean contacts per age group) takes
+        them from ``whole_graph`` here; per-agent values must come from the state, not from
+        module buffers sized for the whole population."""
 
     def check(self, graph: PopulationGraph) -> None:
         """Validate parameters against the graph once per run (outside the step loop)."""

@@ -352,6 +352,13 @@ class SEIRM(CompartmentalProtocol):
             hit = cache[key] = (stamp, values[age])
         return hit[1]
 
+    def prepare(self, graph: PopulationGraph, whole_graph: PopulationGraph) -> None:
+        """``1 / Ibar`` averages contacts over all agents of an age group: a part of the
+        population (a rank of a partitioned run) takes it from the whole graph."""
+        self._scales[graph] = {
+            rel: self.contact_scale(whole_graph, rel) for rel in self.relations(graph)
+        }
+
     def check(self, graph: PopulationGraph) -> None:
         check_rate(self.reproduction_number, "reproduction_number")
         check_probability(self.mortality, "mortality")
