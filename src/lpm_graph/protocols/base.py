@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_positive, check_probability
+from .._checks import check_positive, check_probability, check_rate
 from ..layers.samplers import RandomStreams, bernoulli_st, flow_st
 from ..ops import fixed_order_sum
 
@@ -20,13 +20,16 @@ if TYPE_CHECKING:
     from ..graph import PopulationGraph
 
 __all__ = [
+    "CONSTRAINTS",
     "ESTIMATORS",
     "MODES",
     "CompartmentalProtocol",
     "Coupling",
+    "ParameterSpec",
     "Phase",
     "Protocol",
     "StepContext",
+    "declare_parameter",
 ]
 
 Mode = Literal["stochastic", "expected"]
@@ -44,6 +47,95 @@ unbiased: it runs coupled alternative paths beside the primal one (Arya et al., 
 :class:`~lpm_graph.simulator.Simulator`) at about twice the cost of a forward run, and its
 gradient is read through :meth:`~lpm_graph.simulator.Trajectory.expectation`."""
 State = dict[str, Tensor]
+Constraint = Literal["real", "nonnegative", "positive", "probability"]
+CONSTRAINTS: tuple[str, ...] = ("real", "nonnegative", "positive", "probability")
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    """A declared parameter of a protocol or intervention (see :func:`declare_parameter`).
+
+    Attributes:
+        name: the attribute it is stored under.
+        constraint: ``"real"`` (finite), ``"nonnegative"`` (a rate), ``"positive"`` or
+            ``"probability"`` (in [0, 1]); checked when declared and before every run.
+        unit: the unit, for people (``"1/day"``, ``"probability"``, ``""`` for none).
+        learnable: an ``nn.Parameter`` (gradients, optimisers) or a buffer.
+    """
+
+    name: str
+    constraint: Constraint = "nonnegative"
+    unit: str = ""
+    learnable: bool = True
+
+
+def check_constraint(value: Tensor | float, name: str, constraint: Constraint) -> None:
+    """Raise a ``ValueError`` naming ``name`` when ``value`` breaks ``constraint``."""
+    if constraint == "nonnegative":
+        check_rate(value, name)
+    elif constraint == "probability":
+        check_probability(value, name)
+    elif constraint in ("real", "positive"):
+        t = torch.as_tensor(value).detach()
+        if t.is_complex() or not (t.is_floating_point() or t.dtype in (torch.int32, torch.int64)):
+            raise ValueError(f"{name} must be a real number, got dtype {t.dtype}.")
+        if t.numel() and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name} contains NaN or infinite values; pass finite values.")
+        if constraint == "positive" and t.numel() and bool((t <= 0).any()):
+            raise ValueError(
+                f"{name} must be positive, got a smallest value of {t.min().item():g}."
+            )
+    else:
+        raise ValueError(f"constraint={constraint!r} is not known; choose one of {CONSTRAINTS}.")
+
+
+def declare_parameter(
+    module: nn.Module,
+    name: str,
+    value: float | Tensor,
+    *,
+    constraint: Constraint = "nonnegative",
+    unit: str = "",
+    learnable: bool = True,
+    keep_dtype: bool = False,
+) -> ParameterSpec:
+    """Declare and register parameter ``name`` of ``module`` (a protocol, a phase's owner or
+    an intervention): the one mechanism every protocol uses.
+
+    ``value`` is checked against ``constraint`` now (an error names it) and again by
+    :meth:`Protocol.check` before every run (an optimiser may have moved it). It becomes an
+    ``nn.Parameter`` (``learnable=True``) or a buffer, as a floating tensor of the default
+    dtype (``keep_dtype=True``: a floating tensor keeps its own, e.g. float64 amounts); an
+    ``nn.Parameter`` is registered as it is, and a tensor that already requires grad is kept
+    as it is (functional use: gradients reach the caller's graph).
+    """
+    check_constraint(value, name, constraint)
+    if isinstance(value, nn.Parameter):
+        module.register_parameter(name, value)
+    elif torch.is_tensor(value) and value.requires_grad:
+        object.__setattr__(module, name, value)  # functional use: keep the caller's graph
+    else:
+        tensor = torch.as_tensor(value)
+        if not (keep_dtype and tensor.is_floating_point()):
+            tensor = tensor.to(torch.get_default_dtype())
+        tensor = tensor.detach().clone()
+        if learnable:
+            module.register_parameter(name, nn.Parameter(tensor))
+        else:
+            module.register_buffer(name, tensor)
+    spec = ParameterSpec(name, constraint, unit, learnable)
+    module.__dict__.setdefault("_parameter_specs", {})[name] = spec
+    return spec
+
+
+def parameter_specs(module: nn.Module) -> dict[str, ParameterSpec]:
+    """Every parameter declared on ``module`` and its submodules, by dotted path
+    (``"reproduction_number"``, ``"interventions.0.efficacy"``)."""
+    out = {}
+    for prefix, sub in module.named_modules():
+        for name, spec in sub.__dict__.get("_parameter_specs", {}).items():
+            out[f"{prefix}.{name}" if prefix else name] = spec
+    return out
 
 
 @dataclass
@@ -277,8 +369,38 @@ class Protocol(nn.Module):
         them from ``whole_graph`` here; per-agent values must come from the state, not from
         module buffers sized for the whole population."""
 
+    def declare_parameter(
+        self,
+        name: str,
+        value: float | Tensor,
+        *,
+        constraint: Constraint = "nonnegative",
+        unit: str = "",
+        learnable: bool = True,
+        keep_dtype: bool = False,
+    ) -> ParameterSpec:
+        """Declare parameter ``name`` (see :func:`declare_parameter`)."""
+        return declare_parameter(
+            self,
+            name,
+            value,
+            constraint=constraint,
+            unit=unit,
+            learnable=learnable,
+            keep_dtype=keep_dtype,
+        )
+
+    def parameter_specs(self) -> dict[str, ParameterSpec]:
+        """The declared parameters of this protocol and its parts, by dotted path."""
+        return parameter_specs(self)
+
     def check(self, graph: PopulationGraph) -> None:
-        """Validate parameters against the graph once per run (outside the step loop)."""
+        """Validate parameters against the graph once per run (outside the step loop): the
+        base checks every declared parameter against its constraint; a protocol adds its
+        shape checks after ``super().check(graph)``."""
+        for module in self.modules():
+            for name, spec in module.__dict__.get("_parameter_specs", {}).items():
+                check_constraint(getattr(module, name), name, spec.constraint)
 
     def initial_state(
         self,

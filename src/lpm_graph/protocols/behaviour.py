@@ -24,9 +24,9 @@ import torch
 from torch import Tensor, nn
 
 from .._checks import check_probability
+from .base import declare_parameter
 from .interventions import Intervention
 from .opinion import Behaviour
-from .sir import _register
 
 if TYPE_CHECKING:
     from ..graph import PopulationGraph, Relation
@@ -115,7 +115,14 @@ class BehaviourCoupling(Intervention):
         if torch.as_tensor(efficacy).dim() > 0:
             raise ValueError("efficacy must be a scalar.")
         self.behaviour = behaviour
-        _register(self, "efficacy", efficacy, learnable)
+        declare_parameter(
+            self,
+            "efficacy",
+            efficacy,
+            constraint="probability",
+            unit="probability",
+            learnable=learnable,
+        )
         if isinstance(initial, nn.Parameter):
             self.register_parameter("initial", initial)
         else:

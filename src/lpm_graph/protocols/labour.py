@@ -83,7 +83,6 @@ from .._checks import check_probability, check_rate
 from ..layers.samplers import bernoulli_st
 from ..ops import fixed_order_sum, propagate, resolve_backend
 from .base import Mode, Phase, Protocol, State, StepContext, seed_infected
-from .sir import _register
 
 if TYPE_CHECKING:
     from ..graph import PopulationGraph, Relation
@@ -326,14 +325,48 @@ class LabourMarket(Protocol):
         self.node_type = node_type
         self.by_area = by_area
         self.backend = backend
-        _register(self, "job_loss_rate", job_loss_rate, learnable)
-        _register(self, "hiring_rate", hiring_rate, learnable)
-        _register(self, "job_loss_sensitivity", beta, learnable)
-        _register(self, "hiring_sensitivity", gamma, learnable)
-        _register(self, "peer_job_loss", peer_job_loss, learnable)
-        _register(self, "peer_hiring", peer_hiring, learnable)
-        _register(self, "claim_probability", claim_probability, learnable)
-        _register(self, "drivers", torch.zeros(0, 0) if x is None else x, False)
+        self.declare_parameter(
+            "job_loss_rate",
+            job_loss_rate,
+            constraint="nonnegative",
+            unit="1/day",
+            learnable=learnable,
+        )
+        self.declare_parameter(
+            "hiring_rate", hiring_rate, constraint="nonnegative", unit="1/day", learnable=learnable
+        )
+        self.declare_parameter(
+            "job_loss_sensitivity",
+            beta,
+            constraint="real",
+            unit="per unit of driver",
+            learnable=learnable,
+        )
+        self.declare_parameter(
+            "hiring_sensitivity",
+            gamma,
+            constraint="real",
+            unit="per unit of driver",
+            learnable=learnable,
+        )
+        self.declare_parameter(
+            "peer_job_loss",
+            peer_job_loss,
+            constraint="nonnegative",
+            unit="1/day",
+            learnable=learnable,
+        )
+        self.declare_parameter(
+            "peer_hiring", peer_hiring, constraint="nonnegative", unit="1/day", learnable=learnable
+        )
+        self.declare_parameter(
+            "claim_probability",
+            claim_probability,
+            constraint="probability",
+            unit="probability",
+            learnable=learnable,
+        )
+        self.register_buffer("drivers", (torch.zeros(0, 0) if x is None else x).detach().clone())
         if relative_job_loss is not None:
             rho = torch.as_tensor(relative_job_loss, dtype=torch.get_default_dtype())
             if rho.shape != (NUM_AGE_GROUPS,):

@@ -51,7 +51,6 @@ from ..layers.samplers import RandomStreams
 from ..ops import CSR, fixed_order_sum, propagate
 from .base import Mode, Phase, Protocol, State, StepContext, seed_infected
 from .seirm import _per_agent
-from .sir import _register
 
 if TYPE_CHECKING:
     from ..graph import PopulationGraph, Relation
@@ -438,13 +437,25 @@ class ThresholdAdoption(Behaviour):
         check_rate(risk_weight, "risk_weight")
         check_rate(abandonment, "abandonment")
         super().__init__(_Adoption(self, backend), dt, relations, node_type)
-        _register(self, "threshold", threshold, learnable)
+        self.declare_parameter(
+            "threshold",
+            threshold,
+            constraint="probability",
+            unit="fraction of neighbours",
+            learnable=learnable,
+        )
         if self.hard:
             self.sharpness = math.inf
         else:
-            _register(self, "sharpness", sharpness, learnable)
-        _register(self, "risk_weight", risk_weight, learnable)
-        _register(self, "abandonment", abandonment, learnable)
+            self.declare_parameter(
+                "sharpness", sharpness, constraint="positive", unit="", learnable=learnable
+            )
+        self.declare_parameter(
+            "risk_weight", risk_weight, constraint="nonnegative", unit="", learnable=learnable
+        )
+        self.declare_parameter(
+            "abandonment", abandonment, constraint="nonnegative", unit="1/day", learnable=learnable
+        )
 
     def check(self, graph: PopulationGraph) -> None:
         check_probability(self.threshold, "threshold")
@@ -610,13 +621,25 @@ class BoundedConfidence(Behaviour):
         check_rate(risk_rate, "risk_rate")
         super().__init__(_Compromise(self, rule, backend), dt, relations, node_type)
         self.rule = rule
-        _register(self, "confidence", confidence, learnable)
-        _register(self, "convergence", convergence, learnable)
+        self.declare_parameter(
+            "confidence",
+            confidence,
+            constraint="probability",
+            unit="opinion distance",
+            learnable=learnable,
+        )
+        self.declare_parameter(
+            "convergence", convergence, constraint="real", unit="", learnable=learnable
+        )
         if self.hard:
             self.sharpness = math.inf
         else:
-            _register(self, "sharpness", sharpness, learnable)
-        _register(self, "risk_rate", risk_rate, learnable)
+            self.declare_parameter(
+                "sharpness", sharpness, constraint="positive", unit="", learnable=learnable
+            )
+        self.declare_parameter(
+            "risk_rate", risk_rate, constraint="nonnegative", unit="1/day", learnable=learnable
+        )
 
     def check(self, graph: PopulationGraph) -> None:
         for name in ("confidence", "convergence", "risk_rate") + (

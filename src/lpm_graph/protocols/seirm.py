@@ -39,7 +39,6 @@ from ..ops import fixed_order_sum
 from .base import CompartmentalProtocol, Mode, Phase, State, StepContext
 from .durations import Duration, infectiousness_kernel, kernel_share_before
 from .interventions import Intervention
-from .sir import _register
 
 if TYPE_CHECKING:
     from ..graph import PopulationGraph, Relation
@@ -267,9 +266,27 @@ class SEIRM(CompartmentalProtocol):
                 f"infectiousness needs exactly the stages 'E' and 'I', got {sorted(a)}."
             )
         check_rate(torch.tensor([a["E"], a["I"]], dtype=torch.float64), "infectiousness")
-        _register(self, "reproduction_number", reproduction_number, learnable)
-        _register(self, "mortality", mortality, learnable)
-        _register(self, "edge_type_weights", torch.as_tensor(weights), learnable)
+        self.declare_parameter(
+            "reproduction_number",
+            reproduction_number,
+            constraint="nonnegative",
+            unit="",
+            learnable=learnable,
+        )
+        self.declare_parameter(
+            "mortality",
+            mortality,
+            constraint="probability",
+            unit="probability",
+            learnable=learnable,
+        )
+        self.declare_parameter(
+            "edge_type_weights",
+            torch.as_tensor(weights),
+            constraint="nonnegative",
+            unit="",
+            learnable=learnable,
+        )
         self.register_buffer("susceptibility", s)
         self.register_buffer("stage_infectiousness", torch.tensor([a["E"], a["I"]]))
         for name in ("exposed", "infectious"):

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from .._checks import check_rate
 from ..layers.transmission import Transmission
@@ -162,12 +162,23 @@ class SIR(CompartmentalProtocol):
         phases = [infection, recovery] if order == "infect_first" else [recovery, infection]
         super().__init__(phases, dt)
         self.order = order
-        _register(self, "transmission_rate", transmission_rate, learnable)
-        _register(self, "recovery_rate", recovery_rate, learnable)
+        self.declare_parameter(
+            "transmission_rate",
+            transmission_rate,
+            constraint="nonnegative",
+            unit="1/day",
+            learnable=learnable,
+        )
+        self.declare_parameter(
+            "recovery_rate",
+            recovery_rate,
+            constraint="nonnegative",
+            unit="1/day",
+            learnable=learnable,
+        )
 
     def check(self, graph: PopulationGraph) -> None:
-        check_rate(self.transmission_rate, "transmission_rate")
-        check_rate(self.recovery_rate, "recovery_rate")
+        super().check(graph)
         tau = self.transmission_rate
         if tau.dim() > 0:
             relations = self.phases[0 if self.order == "infect_first" else 1].relations(graph)
@@ -191,18 +202,3 @@ class SIR(CompartmentalProtocol):
 
     def extra_repr(self) -> str:
         return f"order={self.order!r}"
-
-
-def _register(module: nn.Module, name: str, value: float | Tensor, learnable: bool) -> None:
-    if isinstance(value, nn.Parameter):
-        module.register_parameter(name, value)
-    elif torch.is_tensor(value) and value.requires_grad:
-        object.__setattr__(module, name, value)  # functional use: keep the caller's graph
-    else:
-        tensor = torch.as_tensor(value, dtype=torch.get_default_dtype()).detach().clone()
-        if not tensor.is_floating_point():
-            tensor = tensor.to(torch.get_default_dtype())
-        if learnable:
-            module.register_parameter(name, nn.Parameter(tensor))
-        else:
-            module.register_buffer(name, tensor)

@@ -716,10 +716,38 @@ class SupplyChain(Protocol):
         self.sector_attr = sector_attr
         self.by_firm = bool(by_firm)
         self.backend = backend
-        _register(self, "capacity", capacity, learnable)
-        _register(self, "final_demand", final_demand, learnable)
-        _register(self, "target_inventory", target_inventory, learnable)
-        _register(self, "adjustment_time", adjustment_time, learnable)
+        self.declare_parameter(
+            "capacity",
+            capacity,
+            constraint="nonnegative",
+            unit="units/day",
+            learnable=learnable,
+            keep_dtype=True,
+        )
+        self.declare_parameter(
+            "final_demand",
+            final_demand,
+            constraint="nonnegative",
+            unit="units/day",
+            learnable=learnable,
+            keep_dtype=True,
+        )
+        self.declare_parameter(
+            "target_inventory",
+            target_inventory,
+            constraint="nonnegative",
+            unit="days of input",
+            learnable=learnable,
+            keep_dtype=True,
+        )
+        self.declare_parameter(
+            "adjustment_time",
+            adjustment_time,
+            constraint="positive",
+            unit="days",
+            learnable=learnable,
+            keep_dtype=True,
+        )
         self._networks: weakref.WeakKeyDictionary[PopulationGraph, _Network] = (
             weakref.WeakKeyDictionary()
         )
@@ -847,19 +875,6 @@ def _floating(value: float | Tensor) -> Tensor:
     """A floating tensor: a float tensor keeps its dtype, anything else takes the default."""
     t = torch.as_tensor(value)
     return t if t.is_floating_point() else t.to(torch.get_default_dtype())
-
-
-def _register(module: nn.Module, name: str, value: float | Tensor, learnable: bool) -> None:
-    """As a parameter or a buffer; a tensor that requires grad is kept as it is (functional
-    use); float64 values stay float64 (the run casts them to its own dtype)."""
-    if isinstance(value, nn.Parameter):
-        module.register_parameter(name, value)
-    elif torch.is_tensor(value) and value.requires_grad:
-        object.__setattr__(module, name, value)
-    elif learnable:
-        module.register_parameter(name, nn.Parameter(_floating(value).detach().clone()))
-    else:
-        module.register_buffer(name, _floating(value).detach().clone())
 
 
 # ---------------------------------------------------------------------------- graphs
