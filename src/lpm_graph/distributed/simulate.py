@@ -129,8 +129,8 @@ class PartitionedProtocol(Protocol):
         Protocol.prepare` hook (whole-graph statistics such as SEIRM's ``1 / Ibar``), its
         check on the local graph, and no per-agent module buffer (which would be sized for
         the whole population and silently misread by the local rows)."""
-        _check_world(self.shard, self.group)
         _refuse_per_agent_buffers(self.protocol, self.shard)
+        _check_world(self.shard, self.group)
         self.protocol.prepare(graph, self.global_graph)
         self.protocol.check(graph)
 
