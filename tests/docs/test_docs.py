@@ -120,6 +120,8 @@ def _page_id(page: Path) -> str:
 def sandbox(tmp_path, monkeypatch):
     """A temporary working directory, dataset caches inside it, Agg plots, no network."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))  # as in a session started there: modules a
+    # page writes (script blocks) import by name, in the page and in the processes it starts
     monkeypatch.setenv("LPM_GRAPH_DATA", str(tmp_path / "lpm_graph_data"))
     monkeypatch.setenv("MPLBACKEND", "Agg")
     try:
