@@ -27,6 +27,7 @@ __all__ = [
     "Coupling",
     "ParameterSpec",
     "Phase",
+    "Port",
     "Protocol",
     "StepContext",
     "declare_parameter",
@@ -138,6 +139,26 @@ def parameter_specs(module: nn.Module) -> dict[str, ParameterSpec]:
     return out
 
 
+@dataclass(frozen=True)
+class Port:
+    """A per-agent input a protocol reads from another protocol of a
+    :class:`~lpm_graph.protocols.compose.Compose` (see :attr:`Protocol.ports`).
+
+    A phase reads it with :meth:`StepContext.port`: a ``[N, *R]`` tensor when the port is
+    linked, ``None`` otherwise, and then the protocol uses ``default``, so that a protocol
+    run alone behaves as it always did.
+
+    Attributes:
+        name: the port's name (``"sick"``), linked as ``"<child>.<name>"``.
+        doc: what the value means, its range and unit.
+        default: what the protocol does when the port is not linked.
+    """
+
+    name: str
+    doc: str
+    default: str
+
+
 @dataclass
 class Coupling:
     """What the stochastic-derivative estimator needs from one step (internal).
@@ -195,6 +216,7 @@ class StepContext:
     estimator: Estimator = "straight_through"
     flows: dict[str, Tensor] = field(default_factory=dict)
     coupling: Coupling | None = None
+    ports: Mapping[str, Tensor] = field(default_factory=dict)
     _shared: dict[tuple[str, tuple[int, ...], torch.dtype], Tensor] = field(
         default_factory=dict, repr=False
     )
@@ -220,6 +242,12 @@ class StepContext:
             estimator=estimator,
             coupling=coupling,
         )
+
+    def port(self, name: str) -> Tensor | None:
+        """The value ``[N, *R]`` of the protocol's port ``name`` in this step when a
+        :class:`~lpm_graph.protocols.compose.Compose` links it, else ``None`` (the protocol
+        then uses the port's default)."""
+        return self.ports.get(name)
 
     def uniform(self, name: str, like: Tensor, step: int | None = None) -> Tensor:
         """``U[0, 1)`` numbers shaped and typed like ``like`` from stream ``(name, step)``
@@ -323,7 +351,24 @@ class Protocol(nn.Module):
     Args:
         phases: the phases, in the order they run inside one step.
         dt: step length in time units (days for the epidemic protocols).
+
+    Declarations read by :class:`~lpm_graph.protocols.compose.Compose` (class attributes):
+    :attr:`ports` (per-agent inputs from other protocols), :attr:`initial_condition` (the
+    keyword whose value seeds the initial state), :attr:`state_names` and :attr:`flow_names`
+    (what other protocols may link to).
     """
+
+    ports: tuple[Port, ...] = ()
+    """The per-agent inputs this protocol reads from other protocols (see :class:`Port`)."""
+    initial_condition: str = "initial_infected"
+    """What the ``initial_infected`` argument of :meth:`initial_state` means for this protocol
+    (``"initial_infected"``: infections; another name, e.g. ``"initial_unemployment"``: the
+    protocol's own start, which a :class:`~lpm_graph.protocols.compose.Compose` does not
+    seed from ``simulate(..., initial_infected=...)``)."""
+    state_names: tuple[str, ...] = ()
+    """The per-agent state entries other protocols may link to (default: the compartments)."""
+    flow_names: tuple[str, ...] = ()
+    """The per-agent flows of a step other protocols may link to."""
 
     def __init__(self, phases: Sequence[Phase], dt: float) -> None:
         super().__init__()
@@ -361,6 +406,11 @@ class Protocol(nn.Module):
         for phase in self.phases:
             state = phase(graph, state, ctx)
         return state
+
+    def signal(self, state: State, name: str) -> Tensor:
+        """The per-agent value ``[N, *R]`` of state entry ``name``: what a port linked to it
+        reads (a protocol whose entry has another layout reduces it here)."""
+        return state[name]
 
     def prepare(self, graph: PopulationGraph, whole_graph: PopulationGraph) -> None:
         """Called once before a run on ``graph`` when it is a part of ``whole_graph`` (a
@@ -458,6 +508,16 @@ class CompartmentalProtocol(Protocol):
         state[susceptible] = 1 - infected
         state[infectious] = infected
         return state
+
+    @property
+    def state_names(self) -> tuple[str, ...]:  # type: ignore[override]
+        return self.compartments
+
+    def signal(self, state: State, name: str) -> Tensor:
+        """State entry ``name`` summed over its stage slots (``E [N, K, *R] -> [N, *R]``)."""
+        value = state[name]
+        extra = tuple(range(1, 1 + value.dim() - state[self.compartments[0]].dim()))
+        return value.sum(extra) if extra else value
 
     def occupancy(self, state: State) -> Tensor:
         """Per agent (and replicate), the sum of its compartments, stage slots included,
