@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from .._checks import check_positive, check_probability, check_rate
 from ..layers.transmission import Transmission
 from ..ops import fixed_order_sum
-from .base import CompartmentalProtocol, Mode, Phase, State, StepContext
+from .base import CompartmentalProtocol, Mode, Phase, Port, State, StepContext
 from .durations import Duration, infectiousness_kernel, kernel_share_before
 from .interventions import Intervention
 
@@ -74,6 +74,9 @@ class _Infection(Phase):
     def forward(self, graph: PopulationGraph, state: State, ctx: StepContext) -> State:
         p = self.owner
         source = p.infectiousness(state, ctx.mode)
+        source_factor = ctx.port("infectiousness_factor")
+        if source_factor is not None:
+            source = source * source_factor
         hazard = None
         for rel, weight in zip(p.relations(graph), p.edge_weights_per_relation(graph)):
             src, dst = source, None
@@ -95,6 +98,9 @@ class _Infection(Phase):
             factor = p.reproduction_number_at(ctx.t) * susceptibility * ctx.dt
             hazard = hazard * _per_agent(factor, hazard)
             scale = p.intervention_factor("susceptibility_factor", state, ctx)
+            if scale is not None:
+                hazard = hazard * scale
+            scale = ctx.port("susceptibility_factor")
             if scale is not None:
                 hazard = hazard * scale
             escape = torch.exp(-hazard)
@@ -155,6 +161,9 @@ class SEIRM(CompartmentalProtocol):
     step: ``S, E, I, R, M``; flows: ``infections``, ``onsets``, ``recoveries``, ``deaths``.
     With ``by_age=True`` also ``S_by_age`` ... ``M_by_age`` (``[T + 1, 8]``) and
     ``infections_by_age``, ``deaths_by_age`` (``[T, 8]``), ``[..., R]`` with replicates.
+    Ports (:class:`~lpm_graph.protocols.compose.Compose`): ``infectiousness_factor`` and
+    ``susceptibility_factor``, per-agent factors ``[N, *R]`` on ``A_stage kappa`` of the
+    sources and on ``lambda_i``; 1 when not linked.
 
     In expected-value mode the stage of an agent of a given infection age is taken in
     expectation (exact for fixed E durations, whose stage follows from the infection age), so
@@ -189,6 +198,20 @@ class SEIRM(CompartmentalProtocol):
     """
 
     compartments = ("S", "E", "I", "R", "M")
+    flow_names = ("infections", "onsets", "recoveries", "deaths")
+    ports = (
+        Port(
+            "infectiousness_factor",
+            "per-agent factor in [0, 1] on the infectiousness of a source j (e.g. 1 - e c_j "
+            "for a protective behaviour of compliance c and efficacy e)",
+            "1 (no change)",
+        ),
+        Port(
+            "susceptibility_factor",
+            "per-agent factor in [0, 1] on the force of infection on a destination i",
+            "1 (no change)",
+        ),
+    )
 
     def __init__(
         self,
