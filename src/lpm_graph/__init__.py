@@ -2,7 +2,7 @@
 
 from .graph import PopulationGraph
 from .layers import HeteroLayer, ProtocolLayer
-from .simulator import Simulator, Trajectory, simulate
+from .simulator import RunOptions, Simulator, Trajectory, simulate
 
 __version__ = "0.1.0"
 
@@ -10,6 +10,7 @@ __all__ = [
     "HeteroLayer",
     "PopulationGraph",
     "ProtocolLayer",
+    "RunOptions",
     "Simulator",
     "Trajectory",
     "__version__",

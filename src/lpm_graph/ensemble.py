@@ -34,7 +34,7 @@ from torch import Tensor
 
 from ._checks import check_int, check_memory
 from .protocols.base import Protocol
-from .simulator import CoupledPaths, Trajectory, simulate
+from .simulator import CoupledPaths, RunOptions, Simulator, Trajectory
 
 if TYPE_CHECKING:
     from .graph import PopulationGraph
@@ -54,13 +54,9 @@ DEFAULT_BATCH_SIZE = 8
 class _Options:
     """What every member's run shares besides the protocol, the graph and its seed."""
 
-    steps: int
+    run: RunOptions
     initial_infected: object
-    mode: Mode
-    checkpoint: int | None
     dtype: torch.dtype | None
-    estimator: Estimator
-    alternatives: int
     keep_final_state: bool
 
 
@@ -192,9 +188,10 @@ def sweep(
         raise ValueError(
             "the 'stochastic_derivative' estimator runs one seed per run: use batch_size=1."
         )
-    options = _Options(
-        steps, initial_infected, mode, checkpoint, dtype, estimator, alternatives, keep_final_state
+    run = RunOptions(
+        steps, mode=mode, checkpoint=checkpoint, estimator=estimator, alternatives=alternatives
     )
+    options = _Options(run, initial_infected, dtype, keep_final_state)
     batches = [members[i : i + size] for i in range(0, len(members), size)]
     if backend == "ray":
         runs = _run_on_ray(models, graph, batches, options, num_workers, ray_options or {})
@@ -320,18 +317,12 @@ def _run_batch(
 ) -> Trajectory:
     # one seed: an int seed with one replicate column draws the same numbers, and suits the
     # stochastic-derivative estimator too (its alternative paths need one stream per run)
-    traj = simulate(
-        protocol,
+    traj = Simulator(protocol, options=options.run)(
         graph,
-        options.steps,
         initial_infected=options.initial_infected,
         seed=seeds[0] if len(seeds) == 1 else seeds,
         replicates=1 if len(seeds) == 1 else None,
-        mode=options.mode,
-        checkpoint=options.checkpoint,
         dtype=options.dtype,
-        estimator=options.estimator,
-        alternatives=options.alternatives,
     )
     return replace(
         traj,

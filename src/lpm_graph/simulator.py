@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from .graph import PopulationGraph
 
-__all__ = ["CoupledPaths", "Simulator", "Trajectory", "simulate"]
+__all__ = ["CoupledPaths", "RunOptions", "Simulator", "Trajectory", "simulate"]
 
 logger = logging.getLogger(__name__)
 
@@ -188,6 +188,58 @@ def _fmt(value: Tensor, replicates: int | None) -> str:
     return f"<{' x '.join(map(str, value.shape))}>"
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run runs, besides the protocol, the graph and the seed: built and checked once
+    (an error names the argument), then passed down unchanged to the simulator, an ensemble's
+    batches, a partitioned run's ranks. See :class:`Simulator` for each field.
+
+    Example::
+
+        options = RunOptions(100, mode="expected", checkpoint=10)
+        run = Simulator(SIR(0.3, 0.1), options=options)(graph, initial_infected=10)
+    """
+
+    steps: int
+    mode: Mode = "stochastic"
+    checkpoint: int | None = None
+    record_states: bool = False
+    progress: bool = False
+    estimator: Estimator = "straight_through"
+    alternatives: int = 1
+
+    def __post_init__(self) -> None:
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(
+                f"estimator={self.estimator!r} is not known; choose one of {ESTIMATORS}."
+            )
+        if self.estimator == "stochastic_derivative" and self.mode != "stochastic":
+            raise ValueError(
+                "estimator='stochastic_derivative' differentiates the draws of a stochastic run; "
+                f"mode={self.mode!r} has none (its gradients are exact): use mode='stochastic'."
+            )
+        if self.estimator == "stochastic_derivative" and self.checkpoint is not None:
+            raise ValueError(
+                "checkpoint= does not apply to estimator='stochastic_derivative': its states "
+                "carry no gradient, so there is nothing to recompute; drop checkpoint=."
+            )
+        object.__setattr__(self, "alternatives", check_int(self.alternatives, "alternatives", 1))
+        object.__setattr__(self, "steps", check_int(self.steps, "steps"))
+        if self.mode not in MODES:
+            raise ValueError(
+                f"mode={self.mode!r} is not a simulation mode; choose one of {MODES}."
+            )
+        if self.checkpoint is not None:
+            try:
+                checkpoint = check_int(self.checkpoint, "checkpoint", 1)
+            except ValueError:
+                raise ValueError(
+                    f"checkpoint must be None or a positive number of steps, got "
+                    f"{self.checkpoint!r}."
+                ) from None
+            object.__setattr__(self, "checkpoint", checkpoint)
+
+
 class Simulator(nn.Module):
     """Unrolls ``protocol.step`` for ``steps`` steps and records per-step observables.
 
@@ -234,7 +286,7 @@ class Simulator(nn.Module):
     def __init__(
         self,
         protocol: Protocol,
-        steps: int,
+        steps: int | None = None,
         *,
         mode: Mode = "stochastic",
         checkpoint: int | None = None,
@@ -242,43 +294,52 @@ class Simulator(nn.Module):
         progress: bool = False,
         estimator: Estimator = "straight_through",
         alternatives: int = 1,
+        options: RunOptions | None = None,
     ) -> None:
         super().__init__()
-        if estimator not in ESTIMATORS:
-            raise ValueError(f"estimator={estimator!r} is not known; choose one of {ESTIMATORS}.")
-        if estimator == "stochastic_derivative" and mode != "stochastic":
-            raise ValueError(
-                "estimator='stochastic_derivative' differentiates the draws of a stochastic run; "
-                f"mode={mode!r} has none (its gradients are exact): use mode='stochastic'."
+        if options is None:
+            options = RunOptions(
+                steps,  # type: ignore[arg-type]  # checked there
+                mode=mode,
+                checkpoint=checkpoint,
+                record_states=record_states,
+                progress=progress,
+                estimator=estimator,
+                alternatives=alternatives,
             )
-        if estimator == "stochastic_derivative" and checkpoint is not None:
+        elif not isinstance(options, RunOptions):
+            raise TypeError(f"options must be a RunOptions, got {type(options).__name__}.")
+        elif steps is not None and steps != options.steps:
             raise ValueError(
-                "checkpoint= does not apply to estimator='stochastic_derivative': its states "
-                "carry no gradient, so there is nothing to recompute; drop checkpoint=."
+                f"steps={steps!r} disagrees with options.steps={options.steps}; give one."
             )
-        self.estimator: Estimator = estimator
-        self.alternatives = check_int(alternatives, "alternatives", 1)
         if not isinstance(protocol, Protocol):
             raise ValueError(
                 f"protocol must be a lpm_graph Protocol (e.g. lpm_graph.protocols.SIR), got "
                 f"{type(protocol).__name__}."
             )
-        steps = check_int(steps, "steps")
-        if mode not in MODES:
-            raise ValueError(f"mode={mode!r} is not a simulation mode; choose one of {MODES}.")
-        if checkpoint is not None:
-            try:
-                checkpoint = check_int(checkpoint, "checkpoint", 1)
-            except ValueError:
-                raise ValueError(
-                    f"checkpoint must be None or a positive number of steps, got {checkpoint!r}."
-                ) from None
         self.protocol = protocol
-        self.steps = steps
-        self.mode: Mode = mode
-        self.checkpoint = checkpoint
-        self.record_states = record_states
-        self.progress = progress
+        self.options = options
+
+    # the run options, read (and set, checked again) through the one object
+    steps = property(lambda self: self.options.steps, lambda self, v: self._set(steps=v))
+    mode = property(lambda self: self.options.mode, lambda self, v: self._set(mode=v))
+    checkpoint = property(
+        lambda self: self.options.checkpoint, lambda self, v: self._set(checkpoint=v)
+    )
+    record_states = property(
+        lambda self: self.options.record_states, lambda self, v: self._set(record_states=v)
+    )
+    progress = property(lambda self: self.options.progress, lambda self, v: self._set(progress=v))
+    estimator = property(
+        lambda self: self.options.estimator, lambda self, v: self._set(estimator=v)
+    )
+    alternatives = property(
+        lambda self: self.options.alternatives, lambda self, v: self._set(alternatives=v)
+    )
+
+    def _set(self, **changes: Any) -> None:
+        self.options = replace(self.options, **changes)
 
     def forward(
         self,
@@ -786,8 +847,7 @@ def simulate(
         traj = simulate(SIR(0.3, 0.1), graph, steps=100, initial_infected=10, seed=0)
         traj.counts["I"]  # [101]
     """
-    sim = Simulator(
-        protocol,
+    options = RunOptions(
         steps,
         mode=mode,
         checkpoint=checkpoint,
@@ -796,7 +856,7 @@ def simulate(
         estimator=estimator,
         alternatives=alternatives,
     )
-    return sim(
+    return Simulator(protocol, options=options)(
         graph,
         state,
         initial_infected=initial_infected,

@@ -44,7 +44,7 @@ from torch import Tensor
 
 from ..layers.samplers import RandomStreams
 from ..protocols.base import Estimator, Mode, Protocol, State, StepContext
-from ..simulator import Simulator, Trajectory
+from ..simulator import RunOptions, Simulator, Trajectory
 from .halo import refresh_halo
 from .heartbeat import named_failures
 from .partition import Partition, Shard
@@ -311,14 +311,10 @@ def simulate_partitioned(
         )
     shard = partition.shard(graph, dist.get_rank(group))
     wrapped = PartitionedProtocol(protocol, shard, graph, refresh=refresh, group=group)
-    sim = Simulator(
-        wrapped,
-        steps,
-        mode=mode,
-        checkpoint=checkpoint,
-        record_states=record_states,
-        estimator=estimator,
+    options = RunOptions(
+        steps, mode=mode, checkpoint=checkpoint, record_states=record_states, estimator=estimator
     )
+    sim = Simulator(wrapped, options=options)
     local_state = None if state is None else wrapped.local_rows(state)
     run = sim(
         shard.graph,
