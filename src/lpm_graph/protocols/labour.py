@@ -9,7 +9,8 @@ the rates are weekly, as unemployment claims are):
 
    .. math::
        h^{\mathrm{loss}}_i(t) = \delta_{o(i)}\, \rho_{a(i)}\,
-           \exp\big(\beta^\top x_{t, g(i)}\big)\, \big(1 + \phi\, u_i(t)\big)
+           \exp\big(\beta^\top x_{t, g(i)}\big)\, \big(1 + \phi\, u_i(t)\big)\,
+           \big(1 + \kappa_s\, s_i(t) + \kappa_q\, q_i(t)\big)
 
 2. **hiring** — an agent unemployed at the start of the step finds a job with probability
    :math:`1 - e^{-h^{\mathrm{hire}}_i \Delta t}`,
@@ -35,12 +36,17 @@ aggregation over the peer relations (work and household contacts, say) with edge
     e_i = \frac{\sum_{j \to i} w_{ji}\, E_j}{\sum_{j \to i} w_{ji}\, L_j} = 1 - u_i
 
 the unemployed and employed shares of an agent's contacts in the labour force (``L_j = 1``);
-both are 0 for an agent with no such contact. The job-loss and hiring phases both read the
-state at the start of the step, so their order does not matter, an agent who loses a job
-cannot be hired in the same step, and ``employed + unemployed`` equals the (fixed) labour
-force after every step, in both modes. Rates are hazards per unit time: halving ``dt`` halves
-the per-step hazard and the process tends to the continuous-time two-state (E, U) Markov
-chain as ``dt -> 0``.
+both are 0 for an agent with no such contact. :math:`s_i` and :math:`q_i` in ``[0, 1]`` are
+the agent's sickness and isolation, read through the ports ``sick`` and ``isolating`` from
+an epidemic simulated beside the market (:class:`~lpm_graph.protocols.compose.Compose`), with
+sensitivities :math:`\kappa_s` (``sick_job_loss``) and :math:`\kappa_q`
+(``isolation_job_loss``); alone, the market has no epidemic and both are 0.
+
+The job-loss and hiring phases both read the state at the start of the step, so their order
+does not matter, an agent who loses a job cannot be hired in the same step, and
+``employed + unemployed`` equals the (fixed) labour force after every step, in both modes. Rates
+are hazards per unit time: halving ``dt`` halves the per-step hazard and the process tends to the
+continuous-time two-state (E, U) Markov chain as ``dt -> 0``.
 
 Sources. The two-state flow model with job-finding and separation hazards, converted to
 per-period probabilities by :math:`1 - e^{-h \Delta t}`, follows Shimer (2012), *Reassessing
@@ -82,7 +88,7 @@ from torch import Tensor
 from .._checks import check_probability, check_rate
 from ..layers.samplers import bernoulli_st
 from ..ops import fixed_order_sum, propagate, resolve_backend
-from .base import Mode, Phase, Protocol, State, StepContext, seed_infected
+from .base import Mode, Phase, Port, Protocol, State, StepContext, seed_infected
 
 if TYPE_CHECKING:
     from ..graph import PopulationGraph, Relation
@@ -131,7 +137,9 @@ class _JobLoss(Phase):
     def forward(self, graph: PopulationGraph, state: State, ctx: StepContext) -> State:
         p = self.owner
         run = p.run_attributes(graph)
-        hazard = p.job_loss_hazard(run, ctx.start, ctx.t)
+        hazard = p.job_loss_hazard(
+            run, ctx.start, ctx.t, sick=ctx.port("sick"), isolating=ctx.port("isolating")
+        )
         losses = ctx.flow(self.name, torch.exp(-hazard * ctx.dt), ctx.start["employed"])
         ctx.flows["job_losses"] = losses
         return {
@@ -141,7 +149,10 @@ class _JobLoss(Phase):
         }
 
     def extra_repr(self) -> str:
-        return "E -> U, h = delta[occupation] rho[age] exp(beta . x_t) (1 + phi u_i)"
+        return (
+            "E -> U, h = delta[occupation] rho[age] exp(beta . x_t) (1 + phi u_i) "
+            "(1 + kappa_s s_i + kappa_q q_i)"
+        )
 
 
 class _Hiring(Phase):
@@ -213,7 +224,8 @@ class LabourMarket(Protocol):
     The run starts from ``initial_unemployment``; ``simulate(..., initial_infected=...)``,
     when given, names the initially unemployed instead (a count, fraction, ids, mask or
     probabilities as in :func:`~lpm_graph.protocols.base.seed_infected`; agents outside the
-    labour force are dropped).
+    labour force are dropped). Inside a :class:`~lpm_graph.protocols.compose.Compose` the
+    market starts from ``initial_unemployment`` (``initial_infected`` seeds the epidemic).
 
     Args:
         job_loss_rate: :math:`\delta`, baseline job-loss hazard per unit time (``>= 0``),
@@ -229,6 +241,10 @@ class LabourMarket(Protocol):
             an agent all of whose labour-force contacts are unemployed.
         peer_hiring: :math:`\psi \ge 0`, the relative increase of the hiring hazard of an
             agent all of whose labour-force contacts are employed (referrals).
+        sick_job_loss: :math:`\kappa_s \ge 0`, the relative increase of the job-loss
+            hazard of a sick agent (port ``sick``; default 0).
+        isolation_job_loss: :math:`\kappa_q \ge 0`, the relative increase of the job-loss
+            hazard of an isolating agent (port ``isolating``; default 0).
         claim_probability: :math:`c \in [0, 1]`, claim take-up, scalar or ``[A]`` per area.
         relative_job_loss: :math:`\rho`, optional ``[8]`` relative job-loss hazards per age
             group (not learnable; ``None``: 1 for everyone).
@@ -259,6 +275,23 @@ class LabourMarket(Protocol):
     """
 
     compartments = ("employed", "unemployed", "not_in_labour_force")
+    state_names = compartments
+    flow_names = ("job_losses", "hires", "claims")
+    initial_condition = "initial_unemployment"
+    ports = (
+        Port(
+            "sick",
+            "per-agent sickness s_i in [0, 1] [N, *R] (e.g. an epidemic's 'I'); raises the "
+            "job-loss hazard by the factor 1 + sick_job_loss * s_i",
+            "0 (nobody sick): job loss follows the drivers and peers only",
+        ),
+        Port(
+            "isolating",
+            "per-agent isolation q_i in [0, 1] [N, *R]; raises the job-loss hazard by the "
+            "factor 1 + isolation_job_loss * q_i",
+            "0 (nobody isolating)",
+        ),
+    )
 
     def __getstate__(self) -> dict:
         state = super().__getstate__()
@@ -275,6 +308,8 @@ class LabourMarket(Protocol):
         hiring_sensitivity: Sequence[float] | Tensor | None = None,
         peer_job_loss: float | Tensor = 0.0,
         peer_hiring: float | Tensor = 0.0,
+        sick_job_loss: float | Tensor = 0.0,
+        isolation_job_loss: float | Tensor = 0.0,
         claim_probability: float | Tensor = 0.4,
         relative_job_loss: Sequence[float] | Tensor | None = None,
         initial_unemployment: float | Tensor | str = "unemployed",
@@ -295,6 +330,8 @@ class LabourMarket(Protocol):
         check_rate(hiring_rate, "hiring_rate")
         check_rate(peer_job_loss, "peer_job_loss")
         check_rate(peer_hiring, "peer_hiring")
+        check_rate(sick_job_loss, "sick_job_loss")
+        check_rate(isolation_job_loss, "isolation_job_loss")
         check_probability(claim_probability, "claim_probability")
         x = _check_drivers(drivers)
         d = 0 if x is None else x.shape[-1]
@@ -359,6 +396,15 @@ class LabourMarket(Protocol):
         self.declare_parameter(
             "peer_hiring", peer_hiring, constraint="nonnegative", unit="1/day", learnable=learnable
         )
+        for name, value in (
+            ("sick_job_loss", sick_job_loss),
+            ("isolation_job_loss", isolation_job_loss),
+        ):
+            if torch.as_tensor(value).dim() != 0:
+                raise ValueError(f"{name} must be a scalar, got {value!r}.")
+            self.declare_parameter(
+                name, value, constraint="nonnegative", unit="", learnable=learnable
+            )
         self.declare_parameter(
             "claim_probability",
             claim_probability,
@@ -391,8 +437,10 @@ class LabourMarket(Protocol):
         check_rate(self.hiring_rate, "hiring_rate")
         check_rate(self.peer_job_loss, "peer_job_loss")
         check_rate(self.peer_hiring, "peer_hiring")
+        check_rate(self.sick_job_loss, "sick_job_loss")
+        check_rate(self.isolation_job_loss, "isolation_job_loss")
         check_probability(self.claim_probability, "claim_probability")
-        for name in ("peer_job_loss", "peer_hiring"):
+        for name in ("peer_job_loss", "peer_hiring", "sick_job_loss", "isolation_job_loss"):
             if getattr(self, name).dim() != 0:
                 raise ValueError(
                     f"{name} must be a scalar, got shape {list(getattr(self, name).shape)}."
@@ -540,8 +588,17 @@ class LabourMarket(Protocol):
         run.shares = (unemployed, shares)
         return shares
 
-    def job_loss_hazard(self, run: _Run, start: State, t: int) -> Tensor:
-        """:math:`h^{loss}_i(t)` per unit time, ``[N]`` or ``[N, *R]``."""
+    def job_loss_hazard(
+        self,
+        run: _Run,
+        start: State,
+        t: int,
+        *,
+        sick: Tensor | None = None,
+        isolating: Tensor | None = None,
+    ) -> Tensor:
+        """:math:`h^{loss}_i(t)` per unit time, ``[N]`` or ``[N, *R]``; ``sick`` and
+        ``isolating`` are the ports' values (``None``: 0)."""
         like = start["employed"]
         base = self.job_loss_rate
         hazard = base[run.occupation] if run.occupation is not None else base
@@ -554,6 +611,13 @@ class LabourMarket(Protocol):
         shares = self.peer_shares(run, start)
         if shares is not None:
             hazard = hazard * (1 + self.peer_job_loss * shares[0])
+        if sick is not None or isolating is not None:
+            factor = 1
+            if sick is not None:
+                factor = factor + self.sick_job_loss * sick
+            if isolating is not None:
+                factor = factor + self.isolation_job_loss * isolating
+            hazard = hazard * factor
         return hazard
 
     def hiring_hazard(self, run: _Run, start: State, t: int) -> Tensor:
