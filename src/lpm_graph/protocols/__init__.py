@@ -1,7 +1,8 @@
 """Interaction protocols built from protocol layers."""
 
-from .base import CompartmentalProtocol, Phase, Protocol, StepContext
+from .base import CompartmentalProtocol, Phase, Port, Protocol, StepContext
 from .behaviour import BehaviourCoupling
+from .compose import Compose, Link, NamespacedStreams, Protection, SlotSum, epidemic_economy
 from .durations import Duration, infectiousness_kernel
 from .interventions import (
     EdgeTypeClosure,
@@ -32,6 +33,12 @@ from .supply_chain import (
 )
 
 __all__ = [
+    "Compose",
+    "Link",
+    "NamespacedStreams",
+    "Protection",
+    "SlotSum",
+    "epidemic_economy",
     "CapacityShock",
     "SupplyChain",
     "firm_graph",
@@ -67,6 +74,7 @@ __all__ = [
     "CompartmentalProtocol",
     "Infection",
     "Phase",
+    "Port",
     "Protocol",
     "Recovery",
     "StepContext",

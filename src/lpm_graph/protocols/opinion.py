@@ -49,7 +49,8 @@ from .._checks import check_probability, check_rate
 from ..layers.protocol import ProtocolLayer
 from ..layers.samplers import RandomStreams
 from ..ops import CSR, fixed_order_sum, propagate
-from .base import Mode, Phase, Protocol, State, StepContext, seed_infected
+from .base import Mode, Phase, Port, Protocol, State, StepContext, seed_infected
+from .compose import NamespacedStreams
 from .seirm import _per_agent
 
 if TYPE_CHECKING:
@@ -240,6 +241,15 @@ class Behaviour(Protocol):
 
     state_names: tuple[str, ...] = ()
     risk_name: str = ""
+    ports = (
+        Port(
+            "infectious",
+            "per-agent infectious indicator (or probability) [N, *R] in [0, 1]; its weighted "
+            "share among an agent's social contacts is the perceived risk g_i",
+            "the state's 'I' summed over its stages when the behaviour runs inside an "
+            "epidemic (BehaviourCoupling), else no risk term",
+        ),
+    )
 
     def __init__(
         self,
@@ -339,7 +349,9 @@ class _Adoption(Phase):
         p = self.owner
         adopted, waiting = state["adopted"], state["not_adopted"]
         relations = p.social_relations(graph)
-        infectious = _infectious(state, adopted)
+        infectious = ctx.port("infectious")
+        if infectious is None:
+            infectious = _infectious(state, adopted)
         if infectious is None:
             f = _pooled_fraction(self.fraction, graph, relations, adopted)
         else:  # adopters and infectious neighbours in one sparse product
@@ -417,6 +429,8 @@ class ThresholdAdoption(Behaviour):
     """
 
     state_names = ("adopted", "not_adopted")
+    flow_names = ("adoptions", "abandonments")
+    initial_condition = "initial_adopters"
     risk_name = "risk_weight"
 
     def __init__(
@@ -495,7 +509,7 @@ class ThresholdAdoption(Behaviour):
                 initial = initial.expand(shape[0])
             try:
                 adopted = seed_infected(
-                    initial, shape, _Prefixed(streams, "adoption:"), dtype, device, mode
+                    initial, shape, NamespacedStreams(streams, "adoption:"), dtype, device, mode
                 )
             except ValueError as err:
                 raise ValueError(f"initial adopters: {err}") from None
@@ -537,7 +551,9 @@ class _Compromise(Phase):
             )
             sums = s if sums is None else sums + s
         new = x if sums is None else self.average.combine(sums, x, p.convergence)
-        infectious = _infectious(state, x)
+        infectious = ctx.port("infectious")
+        if infectious is None:
+            infectious = _infectious(state, x)
         if infectious is not None:  # towards 1 by 1 - exp(-kappa g dt) of the distance
             g = _pooled_fraction(self.fraction, graph, p.social_relations(graph), infectious)
             new = new - (1 - new) * torch.expm1(-p.risk_rate * g * ctx.dt)
@@ -595,6 +611,8 @@ class BoundedConfidence(Behaviour):
     """
 
     state_names = ("opinion",)
+    flow_names = ("opinion_shift",)
+    initial_condition = "initial_opinions"
     risk_name = "risk_rate"
 
     def __init__(
@@ -725,18 +743,6 @@ class BoundedConfidence(Behaviour):
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-class _Prefixed(RandomStreams):
-    """The run's streams under a prefix: the behaviour's draws are independent of the
-    epidemic's even when both use the same stream name (``"initial_infected"``)."""
-
-    def __init__(self, streams: RandomStreams, prefix: str) -> None:
-        super().__init__(streams.seed, streams.device)
-        self.prefix = prefix
-
-    def key(self, name: str, step: int, seed: int | None = None) -> int:
-        return super().key(self.prefix + name, step, seed)
 
 
 def _edge_column(edge_weight: Tensor, like: Tensor) -> Tensor:
