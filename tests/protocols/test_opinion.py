@@ -416,3 +416,14 @@ def test_bad_parameters_raise(build, match):
 def test_bad_inputs_raise_at_run_time(protocol, initial, match):
     with pytest.raises(ValueError, match=match):
         simulate(protocol, _four(), 2, initial_infected=initial)
+
+
+def test_initial_adopters_of_a_large_population_draw_in_chunks():
+    """More agents than one chunk of a CPU draw (2**17): the adopters' namespaced streams pass
+    the chunk index on (the former _Prefixed streams raised a TypeError)."""
+    n = 2**17 + 5
+    graph = PopulationGraph.from_edge_index(torch.zeros(2, 0, dtype=torch.long), num_nodes=n)
+    state = ThresholdAdoption(0.3).start(
+        graph, 10, RandomStreams(0), (n,), torch.float32, "stochastic"
+    )
+    assert float(state["adopted"].sum()) == 10
