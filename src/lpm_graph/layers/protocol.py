@@ -80,10 +80,9 @@ class ProtocolLayer(nn.Module):
             **kwargs: per-node tensors by base name (``x=...`` serves ``x_j`` and ``x_i``).
         """
         csr = self._as_csr(edge_index, size, kwargs)
-        if any(_is_shared(v) for v in kwargs.values()):
-            from ..secure.layers import secure_propagate  # private inputs: run on shares
-
-            return secure_propagate(self, csr, edge_weight, kwargs)
+        hook = _propagation_hook([edge_weight, *kwargs.values()])
+        if hook is not None:  # e.g. private (secret-shared) inputs: their type propagates
+            return hook(self, csr, edge_weight, kwargs)
         if self._fused:
             out = self.message_and_aggregate(csr, edge_weight=edge_weight, **kwargs)
         else:
@@ -156,14 +155,22 @@ def _arg_names(fn: Any) -> list[str]:
     ]
 
 
-def _is_shared(value: Any) -> bool:
-    if isinstance(value, (tuple, list)):
-        return any(_is_shared(v) for v in value)
-    return type(value).__name__ == "SharedTensor" and hasattr(value, "shares")
+def _propagation_hook(values: list[Any]) -> Any:
+    """The ``__lpm_propagate__(layer, csr, edge_weight, kwargs)`` classmethod of the first
+    value whose type has one (tensor-like types that are not tensors, such as secret shares,
+    run a layer's message / aggregate / update themselves), or ``None``."""
+    for value in values:
+        if isinstance(value, (tuple, list)):
+            hook = _propagation_hook(list(value))
+        else:
+            hook = getattr(type(value), "__lpm_propagate__", None)
+        if hook is not None:
+            return hook
+    return None
 
 
 def _is_array(value: Any) -> bool:
-    return torch.is_tensor(value) or _is_shared(value)
+    return torch.is_tensor(value) or _propagation_hook([value]) is not None
 
 
 def _dst_side(value: Any) -> Any:

@@ -5,7 +5,10 @@ private node states, which reach them only as shares from the agents' data owner
 topology and the parameters are public. Sum aggregation runs on each
 party's shares with no communication; products of private values use Beaver triples from a
 dealer; an infection draw is one secure comparison ``lambda_i > E_i`` against the agent's
-private ``E_i ~ Exp(1)``. Only declared aggregates, masks (uniformly random), the loss and
+private ``E_i ~ Exp(1)``. Any protocol written to the step contract runs on shares with
+:func:`secure_simulate` (its phases unchanged: the operation vocabulary of a phase is
+implemented once, in :mod:`lpm_graph.secure.values`). Only declared aggregates, masks
+(uniformly random), the loss and
 gradients are ever opened, all through :meth:`Session.reveal` / :meth:`Session.open_raw`,
 which record them in the session's :class:`AuditLog`.
 
@@ -21,6 +24,7 @@ from .layers import SecureProtocolLayer, secure_propagate
 from .owner import DataOwner
 from .policy import GaussianDP, InsecureDebugWarning, LeakageError, LeakagePolicy
 from .prg import InsecureRandomnessWarning, KeyStream, OwnerRandomness, Randomness
+from .program import ProtocolInputs, SecureContext, SecureTrajectory, secure_simulate
 from .ring import FRAC_BITS, decode, encode
 from .seirm import SEIRMInputs, secure_seirm
 from .session import (
@@ -32,8 +36,9 @@ from .session import (
     Transport,
     receive,
 )
-from .sir import SecureTrajectory, SIRInputs, secure_sir
+from .sir import SIRInputs, secure_sir
 from .tensor import SharedTensor, exp_neg, greater, is_shared, multiply
+from .values import Private
 
 __all__ = [
     "FRAC_BITS",
@@ -54,8 +59,9 @@ __all__ = [
     "OutputShares",
     "OwnerRandomness",
     "Randomness",
-    "SEIRMInputs",
-    "SIRInputs",
+    "Private",
+    "ProtocolInputs",
+    "SecureContext",
     "SecureProtocolLayer",
     "SecureTrajectory",
     "Session",
@@ -71,6 +77,9 @@ __all__ = [
     "receive",
     "multiply",
     "secure_propagate",
+    "secure_simulate",
+    "SEIRMInputs",
+    "SIRInputs",
     "secure_seirm",
     "secure_sir",
     "session_from_env",

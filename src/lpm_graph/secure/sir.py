@@ -114,8 +114,11 @@ class SIRInputs:
         return {"draw": torch.stack([self("draw", t)[0] for t in range(steps)])}
 
 
+from .program import SecureTrajectory  # noqa: E402
+
+
 @dataclass
-class SecureTrajectory(Trajectory):
+class _OldSecureTrajectory(Trajectory):
     """A secure run's opened aggregates (as :class:`~lpm_graph.simulator.Trajectory`) and its
     session. With ``tangents=`` it also holds the shared tangents of the counts, privately:
     :meth:`gradient` is the only way to open anything of them (opened as aggregates, they

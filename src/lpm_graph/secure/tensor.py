@@ -250,15 +250,48 @@ class SharedTensor:
     def __bool__(self) -> bool:
         raise TypeError("a SharedTensor has no plaintext truth value; reveal() it first.")
 
-    # PyTorch functions on shares would silently compute on ring elements: refuse them
+    # ProtocolLayer.propagate calls this for shared inputs (layers/ imports nothing of secure/)
+    @classmethod
+    def __lpm_propagate__(cls, layer: Any, csr: Any, edge_weight: Any, kwargs: dict) -> Any:
+        from .layers import secure_propagate
+
+        return secure_propagate(layer, csr, edge_weight, kwargs)
+
+    # PyTorch functions on shares would silently compute on ring elements: only a whitelist
+    # of them runs, through the methods above; any other is refused, naming it
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
-        name = getattr(func, "__name__", str(func))
-        raise TypeError(
-            f"torch.{name} does not work on SharedTensor (it would compute on random shares); "
-            "use the SharedTensor methods (+, -, *, >, sum, index_select, scatter_sum) or "
-            "reveal() the value if it is meant to be public."
-        )
+        impl = _TORCH.get(func)
+        if impl is None:
+            name = getattr(func, "__name__", str(func))
+            raise TypeError(
+                f"torch.{name} does not work on SharedTensor (it would compute on random "
+                "shares); use the SharedTensor methods (+, -, *, >, sum, index_select, "
+                "scatter_sum), run the model through lpm_graph.secure.secure_simulate (its "
+                "vocabulary is in lpm_graph.secure.values), or reveal() a public value."
+            )
+        return impl(*args, **(kwargs or {}))
+
+
+def _reflected(op: str) -> Any:
+    """``tensor <op> shared`` (a public tensor first) as the shared tensor's reflected op."""
+    forward = op[:2] + op[3:]  # __radd__ -> __add__
+    return lambda a, b: getattr(b, op)(a) if isinstance(b, SharedTensor) else getattr(a, forward)(b)
+
+
+_TORCH: dict[Any, Any] = {
+    torch.cat: lambda tensors, dim=0: SharedTensor.cat(tensors, dim),
+    torch.stack: lambda tensors, dim=0: SharedTensor.stack(tensors, dim),
+    torch.sum: lambda x, dim=None: x.sum(dim),
+    torch.Tensor.sum: lambda x, dim=None: x.sum(dim),
+    torch.index_select: lambda x, dim, index: x.index_select(dim, index),
+    torch.Tensor.__add__: _reflected("__radd__"),
+    torch.Tensor.__radd__: _reflected("__radd__"),
+    torch.Tensor.__mul__: _reflected("__rmul__"),
+    torch.Tensor.__rmul__: _reflected("__rmul__"),
+    torch.Tensor.__sub__: _reflected("__rsub__"),
+    torch.exp: lambda x: exp_neg(-x),  # exp(x) for x <= 0 (see exp_neg)
+}
 
 
 # ---------------------------------------------------------------------- protocols

@@ -1,0 +1,152 @@
+"""The generic secure program: a protocol defined only here (SIS with a custom message) runs on
+shares unchanged and equals the plaintext run; a phase with an operation that has no secure
+implementation is refused when the run is built, naming it, before anything is shared or
+opened."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lpm_graph import simulate
+from lpm_graph.datasets.generators import erdos_renyi
+from lpm_graph.layers import ProtocolLayer
+from lpm_graph.protocols.base import CompartmentalProtocol, Phase
+from lpm_graph.secure import ProtocolInputs, Session, secure_simulate
+
+
+# ---------------------------------------------------------------- SIS, written for plaintext
+class Contact(ProtocolLayer):
+    def message(self, infectious_j, edge_weight):  # infectiousness times a per-edge weight
+        return infectious_j * edge_weight
+
+
+class Infect(Phase):
+    name = "infection"
+
+    def __init__(self, owner):
+        super().__init__(owner)
+        self.contact = Contact()
+
+    def forward(self, graph, state, ctx):
+        rel = graph.relations[0]
+        weight = self.owner.beta * self.owner.closeness  # per edge
+        pressure = self.contact.propagate(graph.csr(rel), infectious=state["I"], edge_weight=weight)
+        new = ctx.flow(self.name, torch.exp(-pressure * ctx.dt), state["S"])
+        ctx.flows["infections"] = new
+        return {**state, "S": state["S"] - new, "I": state["I"] + new}
+
+
+class Recover(Phase):
+    name = "recovery"
+
+    def forward(self, graph, state, ctx):
+        back = ctx.flow(self.name, torch.exp(-self.owner.gamma * ctx.dt), ctx.start["I"])
+        ctx.flows["recoveries"] = back
+        return {**state, "S": state["S"] + back, "I": state["I"] - back}
+
+
+class SIS(CompartmentalProtocol):
+    compartments = ("S", "I")
+
+    def __init__(self, beta, gamma, closeness, phases=None):
+        super().__init__(phases or [Infect(self), Recover(self)], dt=1.0)
+        self.beta = torch.nn.Parameter(torch.tensor(beta, dtype=torch.float64))
+        self.gamma = torch.nn.Parameter(torch.tensor(gamma, dtype=torch.float64))
+        self.register_buffer("closeness", closeness)
+
+
+# ---------------------------------------------------------------- tests
+N, STEPS = 2000, 30
+
+
+@pytest.fixture(scope="module")
+def graph():
+    return erdos_renyi(N, 8.0, seed=3)
+
+
+@pytest.fixture(scope="module")
+def closeness(graph):
+    g = torch.Generator().manual_seed(0)
+    return 0.5 + torch.rand(graph.num_edges(graph.relations[0]), generator=g, dtype=torch.float64)
+
+
+def test_sis_runs_on_shares_and_equals_the_plaintext_run(graph, closeness):
+    plain = simulate(SIS(0.08, 0.2, closeness), graph, STEPS, initial_infected=20, seed=4,
+                     dtype=torch.float64)  # fmt: skip
+    session = Session(2, seed=1, owner=ProtocolInputs(SIS(0.08, 0.2, closeness), N, 20, seed=4))
+    secure = secure_simulate(SIS(0.08, 0.2, closeness), graph, STEPS, session)
+    assert float(plain.flows["recoveries"].sum().detach()) > 500  # an endemic run, not a fizzle
+    for name, value in {**plain.counts, **plain.flows}.items():
+        assert torch.equal(secure.opened()[name], value.detach()), name
+    masks = {"beaver_mask", "binary_mask", "comparison_mask", "truncation_mask"}
+    assert set(session.audit.kinds()) <= {"aggregate", *masks}
+    assert session.audit.names("aggregate") == {"counts"}
+
+
+def test_sis_gradients_match_plaintext_autograd(graph, closeness):
+    session = Session(2, seed=2, owner=ProtocolInputs(SIS(0.08, 0.2, closeness), N, 20, seed=5))
+    secure = secure_simulate(SIS(0.08, 0.2, closeness), graph, STEPS, session,
+                             tangents=("beta", "gamma"))  # fmt: skip
+    model = SIS(0.08, 0.2, closeness)
+    plain = simulate(model, graph, STEPS, initial_infected=20, seed=5, dtype=torch.float64)
+
+    def loss(series):
+        return ((series["infections"] - 30.0) ** 2).mean() + series["I"][-1] / N
+
+    value, grad = secure.gradient(loss)
+    reference = loss({**plain.counts, **plain.flows})
+    reference.backward()
+    want = torch.stack([model.beta.grad, model.gamma.grad])
+    assert secure.parameters == ("beta", "gamma")
+    assert float(value) == pytest.approx(float(reference.detach()))
+    assert torch.allclose(grad, want, rtol=1e-3), (grad, want)
+
+
+class Squash(Phase):
+    name = "squash"
+
+    def forward(self, graph, state, ctx):
+        return {**state, "I": torch.sigmoid(state["I"])}
+
+
+class Branch(Phase):
+    name = "branch"
+
+    def forward(self, graph, state, ctx):
+        return state if float(state["I"].sum()) > 0 else state
+
+
+class Uniform(Phase):
+    name = "uniform"
+
+    def forward(self, graph, state, ctx):
+        u = ctx.uniform("noise", state["I"])
+        return {**state, "I": state["I"] * u}
+
+
+@pytest.mark.parametrize(
+    ("phase", "error", "names"),
+    [
+        (Squash, NotImplementedError, "torch.sigmoid"),
+        (Branch, TypeError, r"float\(x\)"),
+        (Uniform, NotImplementedError, r"ctx.uniform"),
+    ],
+    ids=["torch.sigmoid", "float(x)", "ctx.uniform"],
+)
+def test_an_operation_with_no_secure_implementation_fails_when_the_run_is_built(
+    graph, closeness, phase, error, names
+):
+    def protocol():
+        sis = SIS(0.08, 0.2, closeness)
+        return SIS(0.08, 0.2, closeness, phases=[Infect(sis), phase(sis)])
+
+    owner = ProtocolInputs(protocol(), N, 20)
+    session = Session(2, owner=owner)
+    with pytest.raises(error, match=names) as info:
+        secure_simulate(protocol(), graph, STEPS, session)
+    assert f"phase {phase.name!r}" in str(info.value)
+    # refused before any input was shared or anything opened
+    assert session.cost.rounds == 0 and session.audit.openings == []
+    assert session.transport.owners[0]._served == set()
+    assert session.transport.owner_bytes() == 0
