@@ -142,6 +142,7 @@ class SIR(CompartmentalProtocol):
     """
 
     compartments = ("S", "I", "R")
+    flow_names = ("infections", "recoveries")
 
     def __init__(
         self,
