@@ -3,7 +3,8 @@ every execution the library has.
 
 ``SIS`` below is the whole protocol (a custom message, two phases, two declared parameters).
 It runs in plaintext (both modes, replicates, checkpointing, both cheap gradient estimators),
-and partitioned over 2 gloo ranks, where its counts equal the single-process run exactly.
+and partitioned over 2 gloo ranks, where its counts equal the single-process run exactly,
+alone and composed with a behaviour (halos refreshed per step or per phase).
 """
 
 import pytest
@@ -11,7 +12,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from lpm_graph import PopulationGraph, Simulator, simulate
+from lpm_graph import Compose, PopulationGraph, Simulator, simulate
 from lpm_graph.distributed import (
     Partition,
     PartitionedProtocol,
@@ -21,6 +22,7 @@ from lpm_graph.distributed import (
     simulate_partitioned,
 )
 from lpm_graph.layers import ProtocolLayer
+from lpm_graph.protocols import ThresholdAdoption
 from lpm_graph.protocols.base import CompartmentalProtocol, Phase
 
 STEPS, SEED = 25, 5
@@ -82,7 +84,8 @@ def _sis():
 
 
 def _loss(run):
-    return run.flows["infections"].sum() / 100 + (run.counts["I"] ** 2).mean() / 1e4
+    p = "epi." if "epi.I" in run.counts else ""
+    return run.flows[p + "infections"].sum() / 100 + (run.counts[p + "I"] ** 2).mean() / 1e4
 
 
 # ---------------------------------------------------------------- plaintext
@@ -162,15 +165,26 @@ class _default_float64:
 
 
 # ---------------------------------------------------------------- partitioned
-def _run(graph, partition=None, mode="stochastic"):
-    sis = _sis()
-    kwargs = dict(initial_infected=10, seed=SEED, mode=mode, dtype=torch.float64)
+def _composed():
+    """The SIS with a protective behaviour linked through ports (see test_compose.py)."""
+    with _default_float64():
+        return Compose(
+            behaviour=ThresholdAdoption(0.3, 20.0, risk_weight=4.0),
+            epi=SIS(0.12, 0.2),
+            links={"behaviour.infectious": "epi.I"},
+        )
+
+
+def _run(graph, partition=None, mode="stochastic", composed=False, refresh="step"):
+    sis = _composed() if composed else _sis()
+    start = {"epi": 10, "behaviour": 0.1} if composed else 10
+    kwargs = dict(initial_infected=start, seed=SEED, mode=mode, dtype=torch.float64)
     if partition is None:
         run = simulate(sis, graph, STEPS, **kwargs)
         _loss(run).backward()
         state = run.final_state
     else:
-        run = simulate_partitioned(sis, graph, partition, STEPS, **kwargs)
+        run = simulate_partitioned(sis, graph, partition, STEPS, refresh=refresh, **kwargs)
         distributed_backward(_loss(run), sis)
         shard = partition.shard(graph, dist.get_rank())
         state = {k: gather_rows(v, shard) for k, v in run.final_state.items()}
@@ -178,12 +192,24 @@ def _run(graph, partition=None, mode="stochastic"):
         "counts": {k: v.detach() for k, v in run.counts.items()},
         "flows": {k: v.detach() for k, v in run.flows.items()},
         "state": {k: v.detach() for k, v in state.items()},
-        "grads": {k: p.grad.clone() for k, p in sis.named_parameters()},
+        "grads": {  # no gradient (a parameter the loss does not reach) as zeros
+            k: torch.zeros_like(p) if p.grad is None else p.grad.clone()
+            for k, p in sis.named_parameters()
+        },
     }
 
 
+CASES = {
+    "stochastic": dict(mode="stochastic"),
+    "expected": dict(mode="expected"),
+    "composed_by_step": dict(mode="stochastic", composed=True),
+    "composed_by_phase": dict(mode="stochastic", composed=True, refresh="phase"),
+    "composed_expected": dict(mode="expected", composed=True),
+}
+
+
 def _rank(worker, graph, partition):
-    return {mode: _run(graph, partition, mode) for mode in ("stochastic", "expected")}
+    return {name: _run(graph, partition, **case) for name, case in CASES.items()}
 
 
 def test_sis_partitioned_on_two_gloo_ranks_equals_the_single_process_run():
@@ -191,10 +217,12 @@ def test_sis_partitioned_on_two_gloo_ranks_equals_the_single_process_run():
     owner = torch.randperm(graph.num_nodes(), generator=torch.Generator().manual_seed(1)) % 2
     partition = Partition(graph, owner, 2)
     ranks = launch(_rank, 2, args=(graph, partition), timeout=120)
-    for mode in ("stochastic", "expected"):
-        ref = _run(graph, mode=mode)
-        assert ref["flows"]["infections"].sum() > 30
+    for name, case in CASES.items():
+        mode = case["mode"]
+        ref = _run(graph, composed=case.get("composed", False), mode=mode)
+        assert sum(v.sum() for k, v in ref["flows"].items() if k.endswith("infections")) > 30
         for out in ranks:
+            out = {mode: out[name]}
             for table in ("counts", "flows"):
                 for key, value in ref[table].items():
                     if mode == "stochastic":  # 0/1 states, the same draws: exactly equal
@@ -204,6 +232,7 @@ def test_sis_partitioned_on_two_gloo_ranks_equals_the_single_process_run():
             for key, value in ref["state"].items():
                 if mode == "stochastic":
                     assert torch.equal(out[mode]["state"][key], value), key
+            assert set(out[mode]["grads"]) == set(ref["grads"])
             for key, value in ref["grads"].items():
                 torch.testing.assert_close(out[mode]["grads"][key], value, rtol=1e-10, atol=0)
 

@@ -167,13 +167,12 @@ class PartitionedProtocol(Protocol):
         ctx.streams = _RowStreams(ctx.streams, self.shard)
         state = refresh_halo(state, self.shard, self.group)
         ctx.start = state
-        if self.refresh == "step":
-            return self.protocol.step(graph, state, ctx)
-        for k, phase in enumerate(self.protocol.phases):
-            if k:
-                state = refresh_halo(state, self.shard, self.group)
-            state = phase(graph, state, ctx)
-        return state
+        if self.refresh == "phase":
+            ctx.between_phases = self._refresh
+        return self.protocol.step(graph, state, ctx)
+
+    def _refresh(self, state: State) -> State:
+        return refresh_halo(state, self.shard, self.group)
 
     def observe(self, state: State) -> dict[str, Tensor]:
         """The wrapped observables over the owned agents, summed over the ranks."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -206,6 +206,9 @@ class StepContext:
         mode: ``"stochastic"`` (exact draws, straight-through gradients) or ``"expected"``
             (per-agent probabilities, deterministic, exact gradients).
         estimator: gradient estimator of stochastic draws (see :data:`ESTIMATORS`).
+        ports: this step's values of the protocol's linked ports (see :meth:`port`).
+        between_phases: called with the state before every phase but the first (a
+            partitioned run with ``refresh="phase"`` refreshes halo rows there).
     """
 
     t: int
@@ -217,6 +220,7 @@ class StepContext:
     flows: dict[str, Tensor] = field(default_factory=dict)
     coupling: Coupling | None = None
     ports: Mapping[str, Tensor] = field(default_factory=dict)
+    between_phases: Callable[[State], State] | None = field(default=None, repr=False)
     _shared: dict[tuple[str, tuple[int, ...], torch.dtype], Tensor] = field(
         default_factory=dict, repr=False
     )
@@ -403,7 +407,9 @@ class Protocol(nn.Module):
         Runs the phases in order; each records its flows in ``ctx.flows``. The caller (the
         simulator, a partitioned or a secure run, a :class:`Compose`) makes the context with
         :meth:`StepContext.begin` and reads the step's flows from it."""
-        for phase in self.phases:
+        for k, phase in enumerate(self.phases):
+            if k and ctx.between_phases is not None:
+                state = ctx.between_phases(state)
             state = phase(graph, state, ctx)
         return state
 

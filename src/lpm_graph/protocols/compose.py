@@ -67,6 +67,15 @@ class NamespacedStreams(RandomStreams):
     def key(self, name: str, step: int, seed: int | None = None, chunk: int = 0) -> int:
         return self.parent.key(self.prefix + name, step, seed, chunk)
 
+    # drawing goes through the parent, so that a parent that draws differently (a
+    # partitioned run's streams draw for the whole population and keep the local rows) does
+    # so for the namespaced streams too
+    def uniform(self, name: str, step: int, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+        return self.parent.uniform(self.prefix + name, step, shape, dtype)
+
+    def generator(self, name: str, step: int = 0) -> torch.Generator:
+        return self.parent.generator(self.prefix + name, step)
+
     def __repr__(self) -> str:
         return f"NamespacedStreams({self.prefix!r}, {self.parent!r})"
 
@@ -309,11 +318,11 @@ class Compose(Protocol):
     @property
     def phases(self) -> nn.ModuleList:  # type: ignore[override]
         """Not a flat list: a Compose's step is its children's steps, each with its own view
-        of the state, streams and ports, which a caller running phases one by one (a
-        partitioned run refreshing halos between phases) would bypass."""
+        of the state, streams and ports, which a caller running phases one by one would
+        bypass (work between phases goes in ``StepContext.between_phases``)."""
         raise TypeError(
-            "a Compose has no flat list of phases: run it through compose.step(...) (a "
-            "partitioned run: refresh='step'); each child's phases are in "
+            "a Compose has no flat list of phases: run it through compose.step(...) (work "
+            "between phases: StepContext.between_phases); each child's phases are in "
             "compose.protocols[name].phases and print(compose) shows the plan."
         )
 
@@ -359,8 +368,10 @@ class Compose(Protocol):
         """Every child's phases in order, each on its own view of the state with its own
         streams, ports and flows (namespaced into ``ctx.flows``)."""
         parent = ctx.coupling
-        for name, child in self.protocols.items():
+        for k, (name, child) in enumerate(self.protocols.items()):
             p = self._prefix[name]
+            if k and ctx.between_phases is not None:  # a child's first phase: a new phase
+                state = ctx.between_phases(state)
             coupling = None
             if parent is not None:
                 force = None
@@ -378,6 +389,7 @@ class Compose(Protocol):
                 estimator=ctx.estimator,
                 coupling=coupling,
                 ports=self._port_values(name, state, ctx.flows) if self._ports[name] else {},
+                between_phases=ctx.between_phases,
             )
             view = child.step(graph, self.view(state, name), sub)
             state = {k: v for k, v in state.items() if not k.startswith(p)}
