@@ -201,7 +201,7 @@ class _StagedProgression(Phase):
         p = self.owner
         age = p.age_groups(graph)
         leaving: dict[str, Tensor] = {}
-        arriving: dict[str, Tensor] = {p.progression.entry: state["new"]}
+        arriving: dict[str, Tensor] = {p.progression.entry: ctx.flows["infections"]}
         for k, (stage, target) in enumerate(p.progression.branches()):
             key = f"{stage}->{target}"
             fixed = p._fixed[k]
@@ -220,7 +220,7 @@ class _StagedProgression(Phase):
             if coming is not None:
                 ctx.flows[f"entered_{stage}"] = coming
                 entering.update(p.branch(stage, coming, age, move, mortality_scale))
-        out = {k: v for k, v in state.items() if k != "new"}
+        out = dict(state)
         zeros = torch.zeros_like(state["S"])
         for key, leave in leaving.items():
             out[key] = _advance(state[key], leave, entering.get(key, zeros))

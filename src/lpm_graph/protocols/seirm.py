@@ -106,7 +106,7 @@ class _Infection(Phase):
             escape = torch.exp(-hazard)
             new = ctx.flow(self.name, escape, state["S"])
         ctx.flows["infections"] = new
-        return {**state, "S": state["S"] - new, "new": new}
+        return {**state, "S": state["S"] - new}
 
     def extra_repr(self) -> str:
         return "S -> E, p = 1 - exp(-dt * R S_age sum_n B_n / Ibar sum_j A_stage kappa(t - tau_j))"
@@ -132,9 +132,9 @@ class _Progression(Phase):
         if scale is not None:
             mortality = mortality * scale
         deaths = ctx.flow("death", 1 - mortality, exits)
-        new = state["new"]
+        new = ctx.flows["infections"]  # this step's, from the infection phase
         ctx.flows.update(onsets=onsets, recoveries=exits - deaths, deaths=deaths)
-        out = {k: v for k, v in state.items() if k != "new"}
+        out = dict(state)
         out.update(
             E=_advance(e, leave_e, new),
             I=_advance(i, leave_i, onsets),
