@@ -1,7 +1,9 @@
 """One secure run in a process of its own, for ``benchmarks/secure.py``: imports whichever
 ``lpm_graph`` is first on ``PYTHONPATH`` (this checkout's or an older one's), so the same
-code times two versions. Uses only the API both share: ``launch(party, parties=2, owner=...,
-args=..., timeout=...)`` with each version's default randomness.
+code times two versions. Uses ``launch(party, parties=2, owner=..., args=..., timeout=...)``
+with each version's default randomness, and each version's way of running a protocol on
+shares: ``secure_simulate`` with ``ProtocolInputs`` (any protocol), or, in versions before
+it, ``secure_sir`` / ``secure_seirm`` with ``SIRInputs`` / ``SEIRMInputs``.
 
     python benchmarks/_secure_child.py MODEL AGENTS DEGREE STEPS  ->  one JSON line
 """
@@ -39,12 +41,36 @@ def population(model: str, agents: int, degree: float, seed: int = 0):
     return SyntheticPopulation(agents, seed=seed)[0]
 
 
-def party(session, model: str, agents: int, degree: float, steps: int) -> dict:
-    from lpm_graph.secure import secure_seirm, secure_sir
+def _runner(model: str):
+    """``run(protocol, graph, steps, session)`` of this version of the library."""
+    try:
+        from lpm_graph.secure import secure_simulate
 
+        return secure_simulate
+    except ImportError:  # versions before the generic program
+        from lpm_graph.secure import secure_seirm, secure_sir
+
+        return secure_sir if model == "sir" else secure_seirm
+
+
+def owner(model: str, agents: int, initial_infected: int):
+    """The data owner's private inputs in this version of the library."""
+    try:
+        from lpm_graph.secure import ProtocolInputs
+
+        return ProtocolInputs(protocol(model), agents, initial_infected)
+    except ImportError:
+        from lpm_graph.secure import SEIRMInputs, SIRInputs
+
+        if model == "sir":
+            return SIRInputs(agents, initial_infected)
+        return SEIRMInputs(protocol(model), agents, initial_infected)
+
+
+def party(session, model: str, agents: int, degree: float, steps: int) -> dict:
     graph = population(model, agents, degree)
     start = time.perf_counter()
-    run = (secure_sir if model == "sir" else secure_seirm)(protocol(model), graph, steps, session)
+    run = _runner(model)(protocol(model), graph, steps, session)
     seconds = time.perf_counter() - start
     per_step = [s for s in session.cost.steps if isinstance(s.step, int)]
     return {
@@ -60,7 +86,7 @@ def party(session, model: str, agents: int, degree: float, steps: int) -> dict:
 
 def main() -> None:
     import lpm_graph
-    from lpm_graph.secure import SEIRMInputs, SIRInputs, launch
+    from lpm_graph.secure import launch
 
     model, agents, degree, steps = (
         sys.argv[1],
@@ -68,9 +94,9 @@ def main() -> None:
         float(sys.argv[3]),
         int(sys.argv[4]),
     )
-    owner = SIRInputs(agents, 20) if model == "sir" else SEIRMInputs(protocol("seirm"), agents, 20)
     start = time.perf_counter()
-    results = launch(party, parties=2, owner=owner, args=(model, agents, degree, steps),
+    results = launch(party, parties=2, owner=owner(model, agents, 20),
+                     args=(model, agents, degree, steps),
                      timeout=3600)  # fmt: skip
     total = time.perf_counter() - start
     out = {**results[0], "launch_seconds": total, "version": lpm_graph.__file__,

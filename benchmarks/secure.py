@@ -1,5 +1,5 @@
-"""Secure SIR / SEIRM: time and bytes per step with 2 parties in separate processes, against
-the code before the security rework, and how it scales.
+"""Secure SIR / SEIRM (their own phases on shares, ``secure_simulate``): time and bytes per
+step with 2 parties in separate processes, against an older revision, and how it scales.
 
     python benchmarks/secure.py                      # the full benchmark (about 15 min here)
     python benchmarks/secure.py --models sir --repeats 1 --million-steps 0   # quicker
@@ -45,11 +45,10 @@ from lpm_graph import simulate
 from lpm_graph.datasets.generators import erdos_renyi
 from lpm_graph.secure import (
     LeakagePolicy,
+    ProtocolInputs,
     Session,
-    SIRInputs,
     launch,
-    secure_seirm,
-    secure_sir,
+    secure_simulate,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -62,8 +61,7 @@ from _secure_child import population, protocol  # noqa: E402
 def party(session: Session, model: str, agents: int, degree: float, steps: int, seed: int) -> dict:
     graph = population(model, agents, degree, seed).to(session.device)
     start = time.perf_counter()
-    run_secure = secure_sir if model == "sir" else secure_seirm
-    run = run_secure(protocol(model), graph, steps, session)
+    run = secure_simulate(protocol(model), graph, steps, session)
     if session.device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
@@ -83,8 +81,8 @@ def party(session: Session, model: str, agents: int, degree: float, steps: int, 
 
 def scaling(agents: int, degree: float) -> tuple[int, int]:
     graph = erdos_renyi(agents, degree, seed=0)
-    session = Session(2, owner=SIRInputs(agents, 10))
-    secure_sir(protocol("sir"), graph, 2, session)
+    session = Session(2, owner=ProtocolInputs(protocol("sir"), agents, 10))
+    secure_simulate(protocol("sir"), graph, 2, session)
     return graph.num_edges(), session.cost.steps[-1].bytes_per_party
 
 
@@ -222,7 +220,7 @@ def main() -> None:
 
 def _reproducible_check(args: argparse.Namespace) -> list[str]:
     """A seeded SIR run (reproducible, not private) against plaintext ``simulate``."""
-    owner = SIRInputs(args.agents, 20, seed=args.seed)
+    owner = ProtocolInputs(protocol("sir"), args.agents, 20, seed=args.seed)
     results = launch(
         party,
         parties=2,

@@ -17,12 +17,10 @@ from lpm_graph.protocols import SEIRM, SIR
 from lpm_graph.secure import (
     DataOwner,
     LeakagePolicy,
-    SEIRMInputs,
+    ProtocolInputs,
     Session,
-    SIRInputs,
     launch,
-    secure_seirm,
-    secure_sir,
+    secure_simulate,
 )
 
 # the suite opens per-agent values and several gradients to compare them with plaintext
@@ -56,20 +54,22 @@ def seirm(learnable: bool = False) -> SEIRM:
     return SEIRM(torch.tensor(3.0, dtype=torch.float64), mortality, learnable=learnable)
 
 
-class Inputs(SIRInputs):
+class Inputs:
     """The SIR and SEIRM runs' private inputs plus the small layer checks' values."""
 
     def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.seirm = SEIRMInputs(seirm(), *args, **kwargs)
+        self.sir = ProtocolInputs(SIR(0.2, 0.1), *args, **kwargs)
+        self.seirm = ProtocolInputs(seirm(), *args, **kwargs)  # the same initial infections
+        self.randomness = self.sir.randomness  # what the launcher checks
 
     def __call__(self, name, step):
         small = {"infectious": INFECTIOUS, "x": X, "y": Y}
         if name in small:
             return small[name]
-        if name == "draw":
-            return super().__call__(name, step)  # SIR's one draw per agent and step
-        return self.seirm(name, step)  # the same initial infections
+        try:  # SIR's state (S, I, R: one value per agent) and its draws
+            return self.sir(name, step)
+        except KeyError:  # SEIRM's E and I (slots per agent), M
+            return self.seirm(name, step)
 
 
 def seirm_loss(series):
@@ -111,7 +111,7 @@ def suite(session: Session | None) -> dict[str, torch.Tensor]:
         EDGES, x=session.input("x"), y=session.input("y"), edge_weight=WEIGHTS
     )
     out["mixed"] = mixed.reveal("mixed", "output")
-    run = secure_sir(
+    run = secure_simulate(
         SIR(0.2, 0.1, learnable=False),
         ring_graph(),
         STEPS,
@@ -121,7 +121,7 @@ def suite(session: Session | None) -> dict[str, torch.Tensor]:
     out["counts"] = torch.stack([run.counts[k] for k in ("S", "I", "R")])
     out["loss"], out["gradient"] = run.gradient(loss)
     parameters = ("reproduction_number", "mortality")
-    run = secure_seirm(seirm(), ring_graph(), STEPS, session, tangents=parameters)
+    run = secure_simulate(seirm(), ring_graph(), STEPS, session, tangents=parameters)
     out["seirm counts"] = torch.stack([run.counts[k] for k in "SEIRM"])
     out["seirm loss"], out["seirm gradient"] = run.gradient(seirm_loss)
     out["kinds"] = sorted(session.audit.kinds())

@@ -9,7 +9,7 @@ import torch
 from lpm_graph import simulate
 from lpm_graph.datasets import SyntheticPopulation
 from lpm_graph.protocols import SEIRM
-from lpm_graph.secure import SEIRMInputs, Session, launch, secure_seirm
+from lpm_graph.secure import ProtocolInputs, Session, launch, secure_simulate
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -29,8 +29,8 @@ def population():
 def test_secure_seirm_on_the_gpu_equals_the_plaintext_run():
     graph = population()
     plain = simulate(seirm(), graph, STEPS, initial_infected=10, seed=SEED, dtype=DOUBLE)
-    session = Session(2, seed=0, owner=SEIRMInputs(seirm(), N, 10, seed=SEED), device="cuda")
-    run = secure_seirm(seirm(), graph.to("cuda"), STEPS, session, tangents=("mortality",))
+    session = Session(2, seed=0, owner=ProtocolInputs(seirm(), N, 10, seed=SEED), device="cuda")
+    run = secure_simulate(seirm(), graph.to("cuda"), STEPS, session, tangents=("mortality",))
     assert float(plain.counts["M"][-1]) > 0
     for name, value in {**plain.counts, **plain.flows}.items():
         assert torch.equal(run.opened()[name].cpu(), value), name
@@ -41,7 +41,7 @@ def test_secure_seirm_on_the_gpu_equals_the_plaintext_run():
 def _party(session: Session) -> dict:
     assert session.device.type == "cuda" and session.local == (torch.distributed.get_rank(),)
     graph = SyntheticPopulation(N, seed=1)[0].to(session.device)
-    run = secure_seirm(seirm(), graph, STEPS, session)
+    run = secure_simulate(seirm(), graph, STEPS, session)
     return {k: v.cpu() for k, v in run.opened().items()}
 
 
@@ -49,7 +49,7 @@ def _party(session: Session) -> dict:
 def test_parties_in_processes_with_shares_on_gpus(backend):
     if "nccl" in backend and torch.cuda.device_count() < 2:
         pytest.skip("NCCL needs one GPU per party (it refuses two ranks on one device)")
-    owner = SEIRMInputs(seirm(), N, 10, seed=SEED)
+    owner = ProtocolInputs(seirm(), N, 10, seed=SEED)
     results = launch(_party, 2, seed=0, owner=owner, device="cuda", backend=backend, timeout=300)
     plain = simulate(seirm(), population(), STEPS, initial_infected=10, seed=SEED, dtype=DOUBLE)
     for opened in results:

@@ -16,7 +16,13 @@ from lpm_graph import simulate
 from lpm_graph.datasets import SyntheticPopulation
 from lpm_graph.datasets.generators import erdos_renyi
 from lpm_graph.protocols import SEIRM, SIR
-from lpm_graph.secure import SEIRMInputs, Session, SIRInputs, secure_seirm, secure_sir
+from lpm_graph.secure import ProtocolInputs, Session, secure_simulate
+
+
+def sir_inputs(n, initial_infected, **kwargs):
+    """The private inputs of an SIR run (its initial state and draws)."""
+    return ProtocolInputs(SIR(0.1, 0.1), n, initial_infected, **kwargs)
+
 
 RUNS = 20
 
@@ -40,12 +46,11 @@ def test_secure_sir_final_sizes_follow_the_plaintext_distribution():
     n, steps = 1000, 60
     graph = erdos_renyi(n, 6.0, seed=0)
     protocol = SIR(0.06, 0.1, learnable=False)
-    secure = [
-        float(
-            secure_sir(protocol, graph, steps, Session(2, owner=SIRInputs(n, 10))).counts["R"][-1]
-        )
+    runs = [
+        secure_simulate(protocol, graph, steps, Session(2, owner=sir_inputs(n, 10)))
         for _ in range(RUNS)
     ]
+    secure = [float(run.counts["R"][-1]) for run in runs]
     plain = [
         float(simulate(protocol, graph, steps, initial_infected=10, seed=s).counts["R"][-1])
         for s in range(RUNS)
@@ -70,8 +75,8 @@ def seirm_runs():
 
     secure = [
         final(
-            secure_seirm(
-                protocol, population, steps, Session(2, owner=SEIRMInputs(protocol, n, 10))
+            secure_simulate(
+                protocol, population, steps, Session(2, owner=ProtocolInputs(protocol, n, 10))
             )
         )
         for _ in range(RUNS)

@@ -6,17 +6,24 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lpm_graph.protocols import SIR
 from lpm_graph.secure import (
     DataOwner,
     LeakageError,
     OutputShares,
+    ProtocolInputs,
     Session,
-    SIRInputs,
     launch,
     receive,
-    secure_sir,
+    secure_simulate,
 )
 from lpm_graph.secure.ring import decode
+
+
+def sir_inputs(n, initial_infected, **kwargs):
+    """The private inputs of an SIR run (its initial state and draws)."""
+    return ProtocolInputs(SIR(0.1, 0.1), n, initial_infected, **kwargs)
+
 
 N = 40
 
@@ -44,7 +51,7 @@ def test_reshare_keeps_the_value_and_changes_every_share():
 
 
 def test_an_output_reaches_the_receiver_only():
-    session = Session(2, owner=SIRInputs(N, 5))
+    session = Session(2, owner=sir_inputs(N, 5))
     infected = session.input("initial_infected")
     out = session.output(infected.sum(), "infected at the start", group=N)
     assert isinstance(out, OutputShares)
@@ -79,7 +86,7 @@ def _party(session):
     infected = session.input("initial_infected")
     graph = erdos_renyi(N, 4.0, seed=0)
     first = session.output(infected.sum(), "infected", group=N)
-    run = secure_sir(_sir(), graph, 2, session)
+    run = secure_simulate(_sir(), graph, 2, session)
     informative = [o for o in session.audit.openings if "mask" not in o.kind]
     return {"infected": first, "counts": run.counts["I"].tolist(),
             "informative": [(o.name, o.receiver) for o in informative]}  # fmt: skip
@@ -93,7 +100,7 @@ def _sir():
 
 @pytest.mark.parametrize("parties", [2, 3])
 def test_launch_hands_outputs_to_its_caller(parties):
-    owner = DataOwner(SIRInputs(N, 4), serve_once=False)  # the party function reads it twice
+    owner = DataOwner(sir_inputs(N, 4), serve_once=False)  # the party function reads it twice
     results = launch(_party, parties, owner=owner, timeout=120)
     got = receive(results)
     assert float(got["infected"]) == 4.0

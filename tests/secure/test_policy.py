@@ -17,14 +17,18 @@ from lpm_graph.secure import (
     InsecureDebugWarning,
     LeakageError,
     LeakagePolicy,
-    SEIRMInputs,
+    ProtocolInputs,
     Session,
-    SIRInputs,
     launch,
-    secure_seirm,
-    secure_sir,
+    secure_simulate,
 )
 from lpm_graph.secure.tensor import greater, multiply, truncate
+
+
+def sir_inputs(n, initial_infected, **kwargs):
+    """The private inputs of an SIR run (its initial state and draws)."""
+    return ProtocolInputs(SIR(0.1, 0.1), n, initial_infected, **kwargs)
+
 
 N = 60
 
@@ -35,7 +39,7 @@ def graph():
 
 
 def _sir_session(policy=None, infected=3):
-    return Session(2, owner=SIRInputs(N, infected), policy=policy)
+    return Session(2, owner=sir_inputs(N, infected), policy=policy)
 
 
 # ---------------------------------------------------------------------- isolation by public=
@@ -47,15 +51,16 @@ def test_attack_public_all_but_one_isolates_an_agent(graph):
     public = torch.ones(N, dtype=torch.bool)
     public[7] = False
     session = Session(
-        2, owner=SIRInputs(N, infected), policy=LeakagePolicy(min_group=0),
+        2, owner=sir_inputs(N, infected), policy=LeakagePolicy(min_group=0),
         audit=AuditLog(keep_values=True),
     )  # fmt: skip
-    run = secure_sir(SIR(0.3, 0.1), graph, 5, session, public=public)
+    run = secure_simulate(SIR(0.3, 0.1), graph, 5, session, public=public)
     opened = [v for v, o in zip(session.audit.values, session.audit.openings)
               if o.kind == "public_state"]  # fmt: skip
-    lone = torch.stack(
-        [torch.stack([run.counts[k][t] for k in "SIR"]) - o.sum(0) for t, o in enumerate(opened)]
-    )  # [T + 1, 3]: the private agent's S, I, R each day
+    # per day, the public agents' S, I and R (one opening each)
+    public_sums = torch.stack([o.sum(0) for o in opened]).reshape(-1, 3)
+    counts = torch.stack([run.counts[k] for k in "SIR"], 1)
+    lone = counts - public_sums  # [T + 1, 3]: the private agent's S, I, R each day
     assert lone[0].tolist() == [0.0, 1.0, 0.0]  # it is the index case
     assert torch.equal(lone.sum(1), torch.ones(6, dtype=torch.float64))  # one agent, every day
 
@@ -65,13 +70,13 @@ def test_public_subsets_that_isolate_are_refused(graph, model):
     public = torch.ones(N, dtype=torch.bool)
     public[:9] = False  # 9 private agents < 10
     if model == "sir":
-        session, run = _sir_session(), secure_sir
+        session, run = _sir_session(), secure_simulate
         protocol = SIR(0.3, 0.1)
     else:
         protocol = SEIRM(2.0, torch.zeros(8), learnable=False)
         graph.set_node_attrs("agent", age_group=torch.arange(N) % 8)
-        session = Session(2, owner=SEIRMInputs(protocol, N, 3))
-        run = secure_seirm
+        session = Session(2, owner=ProtocolInputs(protocol, N, 3))
+        run = secure_simulate
     with pytest.raises(LeakageError, match="only 9 of the 60 agents are private.*min_group=10"):
         run(protocol, graph, 2, session, public=public)
     assert len(session.audit) == 0  # refused before anything was opened
@@ -81,9 +86,9 @@ def test_public_subsets_that_isolate_are_refused(graph, model):
 
 def test_aggregates_need_enough_private_agents():
     small = erdos_renyi(8, 3.0, seed=0)
-    session = Session(2, owner=SIRInputs(8, 1))
+    session = Session(2, owner=sir_inputs(8, 1))
     with pytest.raises(LeakageError, match="only 8 of the 8 agents are private"):
-        secure_sir(SIR(0.3, 0.1), small, 2, session)
+        secure_simulate(SIR(0.3, 0.1), small, 2, session)
     session = Session(2)
     x = session.share(torch.ones(30))
     with pytest.raises(LeakageError, match="declares no group size"):
@@ -99,9 +104,9 @@ def test_age_groups_with_few_private_agents_are_refused():
     age = torch.zeros(N, dtype=torch.long)
     age[:4] = 7  # age group 7 has 4 agents
     g.set_node_attrs("agent", age_group=age)
-    session = Session(2, owner=SEIRMInputs(protocol, N, 3))
+    session = Session(2, owner=ProtocolInputs(protocol, N, 3))
     with pytest.raises(LeakageError, match="group 7 would have 4 private agents"):
-        secure_seirm(protocol, g, 1, session)
+        secure_simulate(protocol, g, 1, session)
 
 
 def test_outputs_are_refused_unless_declared():
@@ -125,7 +130,7 @@ def test_a_gradient_is_opened_once_per_session(graph):
     """The attack: open the gradient of several losses (each weighting different days or,
     on a weighted graph, different contacts) and difference them. The policy opens one."""
     session = _sir_session()
-    run = secure_sir(SIR(0.3, 0.1), graph, 4, session, tangents=("transmission_rate",))
+    run = secure_simulate(SIR(0.3, 0.1), graph, 4, session, tangents=("transmission_rate",))
     _, grad = run.gradient(_loss)
     assert grad.shape == (1,)
     with pytest.raises(LeakageError, match="already opened 1 time.*gradient_openings=1"):
@@ -168,9 +173,9 @@ def test_gaussian_noise_has_the_declared_scale_and_spends_the_budget():
 
 def test_the_budget_runs_out(graph):
     dp = GaussianDP(epsilon=2.0, delta=1e-5, noise_multiplier=2.0)  # about 2 openings
-    session = Session(2, owner=SIRInputs(N, 3), policy=LeakagePolicy(privacy=dp))
+    session = Session(2, owner=sir_inputs(N, 3), policy=LeakagePolicy(privacy=dp))
     with pytest.raises(LeakageError, match="beyond the budget 2"):
-        secure_sir(SIR(0.3, 0.1), graph, 5, session)
+        secure_simulate(SIR(0.3, 0.1), graph, 5, session)
     assert session.audit.epsilon <= 2.0
 
 
@@ -185,9 +190,9 @@ def test_an_aggregate_under_dp_gets_at_least_the_policys_sensitivity():
 
 def test_a_noisy_secure_run_stays_close_to_the_exact_one(graph):
     dp = GaussianDP(epsilon=500.0, delta=1e-6, noise_multiplier=0.5)
-    exact = secure_sir(SIR(0.3, 0.1), graph, 6, Session(2, owner=SIRInputs(N, 3, seed=2)))
-    noisy_session = Session(2, owner=SIRInputs(N, 3, seed=2), policy=LeakagePolicy(privacy=dp))
-    noisy = secure_sir(SIR(0.3, 0.1), graph, 6, noisy_session)
+    exact = secure_simulate(SIR(0.3, 0.1), graph, 6, Session(2, owner=sir_inputs(N, 3, seed=2)))
+    noisy_session = Session(2, owner=sir_inputs(N, 3, seed=2), policy=LeakagePolicy(privacy=dp))
+    noisy = secure_simulate(SIR(0.3, 0.1), graph, 6, noisy_session)
     diff = (noisy.counts["I"] - exact.counts["I"]).abs()
     assert float(diff.max()) < 2 * 5 * math.sqrt(2) * 0.5 * 2  # 5 sigma of the summed noise
     assert float(diff.max()) > 0  # there is noise
@@ -254,11 +259,11 @@ def test_an_owner_with_few_agents_of_an_age_group_is_refused():
     first = torch.cat([torch.arange(0, 27), torch.arange(30, 33)])  # 3 agents of age group 0
     rest = torch.tensor([i for i in range(N) if i not in set(first.tolist())])
     owners = [
-        DataOwner(SEIRMInputs(protocol, len(first), 1), agents=first, num_agents=N),
-        DataOwner(SEIRMInputs(protocol, len(rest), 1), agents=rest, num_agents=N),
+        DataOwner(ProtocolInputs(protocol, len(first), 1), agents=first, num_agents=N),
+        DataOwner(ProtocolInputs(protocol, len(rest), 1), agents=rest, num_agents=N),
     ]
     with pytest.raises(LeakageError, match="data owner 0 speaks for 3 private agents of group 0"):
-        secure_seirm(protocol, g, 1, Session(2, owners=owners))
+        secure_simulate(protocol, g, 1, Session(2, owners=owners))
 
 
 def test_public_masks_accumulate_per_age_group_too():
@@ -269,19 +274,19 @@ def test_public_masks_accumulate_per_age_group_too():
     age = torch.zeros(N, dtype=torch.long)
     age[:19] = 3
     g.set_node_attrs("agent", age_group=age)
-    session = Session(2, owner=DataOwner(SEIRMInputs(protocol, N, 3), serve_once=False))
+    session = Session(2, owner=DataOwner(ProtocolInputs(protocol, N, 3), serve_once=False))
     first = torch.zeros(N, dtype=torch.bool)
     first[:9] = True
-    secure_seirm(protocol, g, 1, session, public=first)
+    secure_simulate(protocol, g, 1, session, public=first)
     second = torch.zeros(N, dtype=torch.bool)
     second[9:18] = True
     with pytest.raises(LeakageError, match="group 3 would have 1 private agents"):
-        secure_seirm(protocol, g, 1, session, public=second)
+        secure_simulate(protocol, g, 1, session, public=second)
 
 
 def test_tangents_are_opened_only_as_one_gradient(graph):
     """Second red-team pass: public tangents, opened as aggregates over all agents, gave the
     whole Jacobian and any number of gradients. They are private to the trajectory."""
-    run = secure_sir(SIR(0.3, 0.1), graph, 3, _sir_session(), tangents=("transmission_rate",))
+    run = secure_simulate(SIR(0.3, 0.1), graph, 3, _sir_session(), tangents=("transmission_rate",))
     assert not hasattr(run, "tangents")
     run.gradient(_loss)

@@ -1,6 +1,7 @@
-"""Secure SEIRM against the plaintext simulator on the same realisation: force of infection,
-decisions, daily counts (total and by age), gradients with respect to R, the mortality and the
-edge-type weights, random stays, mixed public/private agents and the audit log."""
+"""SEIRM's unchanged phases on shares (secure_simulate) against the plaintext simulator on the
+same realisation: force of infection, decisions, daily counts (total and by age), gradients
+with respect to R, the mortality and the edge-type weights, random stays, mixed
+public/private agents and the audit log."""
 
 from __future__ import annotations
 
@@ -10,12 +11,19 @@ import torch
 from lpm_graph import simulate
 from lpm_graph.datasets import SyntheticPopulation
 from lpm_graph.layers.samplers import RandomStreams
-from lpm_graph.protocols import SEIRM, SIR, EdgeTypeClosure, Schedule
+from lpm_graph.protocols import SEIRM, EdgeTypeClosure, Schedule
 from lpm_graph.protocols.base import StepContext
 from lpm_graph.protocols.durations import Duration
-from lpm_graph.secure import AuditLog, Session, encode
-from lpm_graph.secure.seirm import SEIRMInputs, _SecureStep, secure_seirm
+from lpm_graph.secure import (
+    AuditLog,
+    ProtocolInputs,
+    SecureContext,
+    Session,
+    encode,
+    secure_simulate,
+)
 from lpm_graph.secure.tensor import decode_shares
+from lpm_graph.secure.values import private, work_bits
 
 TIE = 2.0**-12
 WEIGHTS = {"household": 2.0, "school": 1.0, "work": 1.0, "community": 0.5}
@@ -39,8 +47,8 @@ def run_10k():
         seirm(by_age=True), graph, steps, initial_infected=25, seed=9, dtype=torch.float64,
         record_states=True,
     )  # fmt: skip
-    session = Session(2, seed=1, owner=SEIRMInputs(seirm(), n, 25, seed=9))
-    secure = secure_seirm(seirm(by_age=True), graph, steps, session)
+    session = Session(2, seed=1, owner=ProtocolInputs(seirm(), n, 25, seed=9))
+    secure = secure_simulate(seirm(by_age=True), graph, steps, session)
     return graph, plain, secure, session
 
 
@@ -55,45 +63,59 @@ def test_daily_counts_equal_the_plaintext_run_at_10k_agents(run_10k):
     assert secure.counts["M_by_age"].shape == (61, 8)
 
 
+class Capture(SecureContext):
+    """A step context that keeps the private ``lambda dt`` of the infection flow."""
+
+    def flow(self, name, survival, source, stream=None):
+        if name == "infection":
+            self.hazard = survival.x  # survival = exp(-lambda dt), kept lazy
+        return super().flow(name, survival, source, stream)
+
+
 def test_force_of_infection_and_decisions_against_float_plaintext(run_10k):
-    """On the plaintext states: secure lambda dt within 1e-4 of the float64 one (read from
-    the plaintext phase in expected mode with everyone susceptible), the linear part (the
-    infectiousness) bit for bit equal to the int64 fixed-point computation, and decisions
-    identical except near ties."""
+    """On the plaintext states, the unchanged infection phase on shares: secure lambda dt
+    within 1e-4 of the float64 one (read from the plaintext phase in expected mode with
+    everyone susceptible), the linear part (the infectiousness) bit for bit equal to the int64
+    fixed-point computation, and decisions identical except near ties."""
     graph, plain, _, _ = run_10k
     protocol = seirm()
     protocol.check(graph)
-    inputs = SEIRMInputs(protocol, graph.num_nodes("agent"), 25, seed=9)
+    inputs = ProtocolInputs(protocol, graph.num_nodes("agent"), 25, seed=9)
     session = Session(2, seed=3)
-    step = _SecureStep(protocol, graph, session, (), None)
+    w = work_bits(session)
     infection = protocol.phases[0]
     worst, differing, ties, infected = 0.0, 0, 0, 0
     for t in range(0, 60, 4):
         state = plain.states[t]
-        shared = {k: session.share(state[k].long()) for k in ("S", "E", "I", "R", "M")}
-        x = step.infectiousness(shared)
-        fixed = sum((state[k].long() * encode(step.slot_weight[k], step.work)).sum(1) for k in "EI")
+        shared = {k: private(session.share(state[k].long())) for k in ("S", "E", "I", "R", "M")}
+        x = protocol.infectiousness(shared, "stochastic").shared()
+        weights = {"E": protocol.slot_rate_E, "I": protocol.slot_rate_I}
+        fixed = sum((state[k].long() * encode(weights[k].double(), w)).sum(1) for k in "EI")
         assert torch.equal(x.shares.sum(0), fixed)  # linear part: exact in the ring
-        r_t = protocol.reproduction_number
-        lam = step.aggregate(x)
-        lam = sum((lam[k].mul_public(r_t * c, step.work) for k, c in enumerate(step.coef)))
-        lam = lam.rescale(step.work)
+        draws = {}
+
+        def draw(stream, shape, t=t, draws=draws):
+            draws[stream] = inputs.draw(stream, t, shape[1:])
+            return session.share(draws[stream], inputs.draw_bits)
+
+        ctx = Capture(t=t, dt=1.0, start=shared, streams=None, session=session, draw=draw)
+        infection(graph, shared, ctx)
+        secure = decode_shares(ctx.hazard.shared())
         everyone = {**state, "S": torch.ones_like(state["S"])}
-        ctx = StepContext(t, 1.0, everyone, RandomStreams(0), mode="expected")
-        infection(graph, everyone, ctx)
-        p = ctx.flows["infections"]  # 1 - exp(-lambda dt)
+        plain_ctx = StepContext(t, 1.0, everyone, RandomStreams(0), mode="expected")
+        infection(graph, everyone, plain_ctx)
+        p = plain_ctx.flows["infections"]  # 1 - exp(-lambda dt)
         exact = -torch.log1p(-p)
         readable = p < 1 - 1e-9  # beyond lambda dt ~ 20, 1 - exp(-lambda dt) rounds to 1
-        secure = decode_shares(lam)
         worst = max(worst, float((secure - exact)[readable].abs().max()))
         assert bool((secure[~readable] > 19).all())
-        draw, draw_bits = inputs("infection_draw", t)
-        bits = decode_shares(lam > session.share(draw, draw_bits)).bool()
-        differ = bits != (exact > draw)
-        near = (exact - draw).abs() < TIE
+        draw_t = draws["infection"]
+        bits = decode_shares((ctx.hazard > session.share(draw_t, inputs.draw_bits)).shared())
+        differ = bits.bool() != (exact > draw_t)
+        near = (exact - draw_t).abs() < TIE
         assert not bool((differ & ~near).any())
         differing, ties = differing + int(differ.sum()), ties + int(near.sum())
-        infected += int((exact > draw).sum())
+        infected += int((exact > draw_t).sum())
     assert worst < 1e-4 and infected > 1000
     print(f"max |lambda error| {worst:.2e}; differing decisions {differing}; near ties {ties}")
 
@@ -104,8 +126,8 @@ def test_gradients_match_plaintext_autograd_on_the_same_realisation(weekly):
     graph = SyntheticPopulation(n, seed=1)[0]
     r = torch.tensor([1.5, 1.2, 1.8, 1.0, 1.1], dtype=torch.float64)
     r = torch.repeat_interleave(r, 7)[:steps] if weekly else torch.tensor(1.6)
-    session = Session(2, seed=1, owner=SEIRMInputs(seirm(r), n, 20, seed=4))
-    secure = secure_seirm(seirm(r), graph, steps, session, tangents=PARAMETERS)
+    session = Session(2, seed=1, owner=ProtocolInputs(seirm(r), n, 20, seed=4))
+    secure = secure_simulate(seirm(r), graph, steps, session, tangents=PARAMETERS)
     model = seirm(r, learnable=True)
     plain = simulate(model, graph, steps, initial_infected=20, seed=4, dtype=torch.float64)
     for name in plain.counts:
@@ -135,8 +157,8 @@ def test_random_stays_and_counts_by_age():
     n, steps = 500, 12
     graph = SyntheticPopulation(n, seed=1)[0]
     stays = dict(exposed=Duration.geometric(3), infectious=Duration.geometric(4), by_age=True)
-    session = Session(3, seed=2, owner=SEIRMInputs(seirm(2.5, **stays), n, 20, seed=4))
-    secure = secure_seirm(
+    session = Session(3, seed=2, owner=ProtocolInputs(seirm(2.5, **stays), n, 20, seed=4))
+    secure = secure_simulate(
         seirm(2.5, **stays), graph, steps, session, tangents=("reproduction_number", "mortality")
     )
     model = seirm(2.5, learnable=True, **stays)
@@ -162,9 +184,9 @@ def test_mixed_graph_opens_public_agents_only():
     graph = SyntheticPopulation(n, seed=5)[0]
     public = torch.zeros(n, dtype=torch.bool)
     public[::4] = True
-    session = Session(2, seed=2, owner=SEIRMInputs(seirm(), n, 15, seed=6))
+    session = Session(2, seed=2, owner=ProtocolInputs(seirm(), n, 15, seed=6))
     session.audit = AuditLog(keep_values=True)
-    secure = secure_seirm(seirm(), graph, steps, session, public=public)
+    secure = secure_simulate(seirm(), graph, steps, session, public=public)
     plain = simulate(
         seirm(), graph, steps, initial_infected=15, seed=6, dtype=torch.float64,
         record_states=True,
@@ -186,10 +208,10 @@ def test_mixed_graph_opens_public_agents_only():
 def test_audit_log_has_only_declared_openings_and_no_private_value():
     n, steps = 600, 10
     graph = SyntheticPopulation(n, seed=3)[0]
-    inputs = SEIRMInputs(seirm(), n, 12, seed=1)
+    inputs = ProtocolInputs(seirm(), n, 12, seed=1)
     session = Session(2, seed=4, owner=inputs)
     session.audit = AuditLog(keep_values=True)
-    run = secure_seirm(seirm(), graph, steps, session, tangents=("reproduction_number",))
+    run = secure_simulate(seirm(), graph, steps, session, tangents=("reproduction_number",))
     run.gradient(lambda s: s["deaths"].sum() + s["infections"].sum())
     allowed = {"aggregate", "beaver_mask", "binary_mask", "comparison_mask"}
     allowed |= {"truncation_mask", "loss", "gradient"}
@@ -200,15 +222,15 @@ def test_audit_log_has_only_declared_openings_and_no_private_value():
         seirm(), graph, steps, initial_infected=12, seed=1, dtype=torch.float64,
         record_states=True,
     )  # fmt: skip
-    private = set()
+    secrets = set()
     for t in range(steps):
         state = plain.states[t]
         columns = [state["S"], *state["E"].T, *state["I"].T, state["R"], state["M"]]
         for v in columns:
             if bool(v.any()):
-                private.add(v.long().numpy().tobytes())
-        for name in ("infection_draw", "death_draw"):
-            private.add(encode(*inputs(name, t)).numpy().tobytes())
+                secrets.add(v.long().numpy().tobytes())
+        for stream in ("infection", "death"):
+            secrets.add(encode(inputs.draw(stream, t), inputs.draw_bits).numpy().tobytes())
     checked = 0
     for o, value in zip(session.audit.openings, session.audit.values):
         if o.kind in ("aggregate", "loss", "gradient"):
@@ -216,23 +238,25 @@ def test_audit_log_has_only_declared_openings_and_no_private_value():
         flat = value.reshape(-1)
         for start in range(0, flat.numel() - n + 1, n):
             checked += 1
-            assert flat[start : start + n].numpy().tobytes() not in private, o
+            assert flat[start : start + n].numpy().tobytes() not in secrets, o
     assert checked > 100
 
 
 def test_bad_input_is_refused():
     graph = SyntheticPopulation(200, seed=0)[0]
-    session = Session(2, owner=SEIRMInputs(seirm(), 200, 2))
+    session = Session(2, owner=ProtocolInputs(seirm(), 200, 2))
     with pytest.raises(ValueError, match="unknown parameter"):
-        secure_seirm(seirm(), graph, 2, session, tangents=("beta",))
+        secure_simulate(seirm(), graph, 2, session, tangents=("beta",))
     with pytest.raises(ValueError, match="bool mask"):
-        secure_seirm(seirm(), graph, 2, session, public=torch.ones(5, dtype=torch.bool))
-    with pytest.raises(TypeError, match="SEIRM protocol"):
-        secure_seirm(SIR(0.1, 0.1), graph, 2, session)  # type: ignore[arg-type]
-    closure = EdgeTypeClosure("school", Schedule.always(1.0))
-    with pytest.raises(ValueError, match="interventions"):
-        secure_seirm(seirm(interventions=[closure]), graph, 2, session)
+        secure_simulate(seirm(), graph, 2, session, public=torch.ones(5, dtype=torch.bool))
+    with pytest.raises(TypeError, match="runs a Protocol"):
+        secure_simulate(object(), graph, 2, session)  # type: ignore[arg-type]
+    closure = EdgeTypeClosure("school", Schedule.always(1.0))  # draws compliance: ctx.uniform
+    with pytest.raises(NotImplementedError, match=r"phase 'infection'.*ctx.uniform"):
+        secure_simulate(seirm(interventions=[closure]), graph, 2, session)
     with pytest.raises(ValueError, match="steps"):
-        secure_seirm(seirm(), graph, 0, session)
+        secure_simulate(seirm(), graph, 0, session)
     with pytest.raises(KeyError, match="no private input"):
-        SEIRMInputs(seirm(), 200, 2)("recovery_draw", 0)
+        ProtocolInputs(seirm(), 200, 2)("recovery_draw", 0)
+    with pytest.raises(KeyError, match="no private input"):
+        ProtocolInputs(seirm(), 200, 2)("state:E:", None)  # E has K_E slots per agent

@@ -1,5 +1,6 @@
-"""Secure SIR against the plaintext simulator on the same realisation: force of infection,
-infection decisions, daily counts, gradients, mixed public/private graphs and the cost."""
+"""SIR's unchanged phases on shares (secure_simulate) against the plaintext simulator on the
+same realisation: force of infection, infection decisions, daily counts, gradients, mixed
+public/private graphs and the cost."""
 
 from __future__ import annotations
 
@@ -10,11 +11,15 @@ from lpm_graph import simulate
 from lpm_graph.datasets.generators import erdos_renyi
 from lpm_graph.layers.transmission import Transmission
 from lpm_graph.protocols import SIR
-from lpm_graph.secure import DataOwner, Session, decode, encode
-from lpm_graph.secure.sir import SIRInputs, secure_sir
+from lpm_graph.protocols.sir import DRAWS
+from lpm_graph.secure import DataOwner, ProtocolInputs, Session, decode, encode, secure_simulate
 from lpm_graph.secure.tensor import decode_shares
 
 TIE = 2.0**-12
+
+
+def sir_owner(n, initial_infected, seed=None):  # the private inputs of an SIR run
+    return ProtocolInputs(SIR(0.1, 0.1), n, initial_infected, seed=seed)
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +27,7 @@ def run_10k():
     """One 60-step run at N = 10,000: plaintext (float64, states kept) and secure."""
     n, steps, tau, gamma = 10_000, 60, 0.06, 0.1
     graph = erdos_renyi(n, 10, seed=2)
-    inputs = SIRInputs(n, 20, seed=9)
+    inputs = sir_owner(n, 20, seed=9)
     plain = simulate(
         SIR(tau, gamma, learnable=False),
         graph,
@@ -33,7 +38,7 @@ def run_10k():
         record_states=True,
     )
     session = Session(2, seed=1, owner=inputs)
-    secure = secure_sir(SIR(tau, gamma, learnable=False), graph, steps, session)
+    secure = secure_simulate(SIR(tau, gamma, learnable=False), graph, steps, session)
     return graph, inputs, plain, secure, session, (tau, gamma, steps)
 
 
@@ -68,7 +73,7 @@ def test_force_of_infection_and_decisions_against_float_plaintext(run_10k):
         lam = contacts.mul_public(torch.tensor(tau, dtype=torch.float64), frac_bits=24)
         exact = layer(csr, infectious, torch.tensor(tau, dtype=torch.float64))
         worst = max(worst, float((decode_shares(lam) - exact).abs().max()))
-        draw, draw_bits = inputs("draw", t)
+        draw, draw_bits = inputs.draw(DRAWS, t), inputs.draw_bits
         infected = decode_shares(lam > session.share(draw, draw_bits)).bool()
         susceptible = plain.states[t]["S"].bool()
         want = (exact > draw) & susceptible
@@ -85,8 +90,8 @@ def test_gradients_match_plaintext_autograd_on_the_same_realisation():
     n, steps = 2000, 40
     graph = erdos_renyi(n, 10, seed=1)
     for order in ("infect_first", "recover_first"):
-        session = Session(2, seed=5, owner=SIRInputs(n, 10, seed=3))
-        secure = secure_sir(
+        session = Session(2, seed=5, owner=sir_owner(n, 10, seed=3))
+        secure = secure_simulate(
             SIR(0.13, 0.1, order=order, learnable=False),
             graph,
             steps,
@@ -119,11 +124,11 @@ def test_mixed_graph_opens_public_agents_only():
     graph = erdos_renyi(n, 8, seed=4)
     public = torch.zeros(n, dtype=torch.bool)
     public[::3] = True  # a third of the agents are public
-    session = Session(3, seed=2, owner=SIRInputs(n, 15, seed=6))
+    session = Session(3, seed=2, owner=sir_owner(n, 15, seed=6))
     from lpm_graph.secure import AuditLog
 
     session.audit = AuditLog(keep_values=True)
-    secure = secure_sir(SIR(0.1, 0.1, learnable=False), graph, steps, session, public=public)
+    secure = secure_simulate(SIR(0.1, 0.1, learnable=False), graph, steps, session, public=public)
     plain = simulate(
         SIR(0.1, 0.1, learnable=False), graph, steps, initial_infected=15, seed=6,
         dtype=torch.float64, record_states=True,
@@ -133,25 +138,26 @@ def test_mixed_graph_opens_public_agents_only():
         (o, v) for o, v in zip(session.audit.openings, session.audit.values)
         if o.kind == "public_state"
     ]  # fmt: skip
-    assert len(opened) == steps + 1
-    for t, (_, value) in enumerate(opened):
-        state = torch.stack([plain.states[t][k][public] for k in ("S", "I", "R")], 1)
-        assert torch.equal(value, state.long())  # public agents' states, scale 0
-    assert all(o.shape == (int(public.sum()), 3) for o, _ in opened)
+    assert len(opened) == 3 * (steps + 1)  # S, I and R of the public agents, every step
+    for k, (o, value) in enumerate(opened):
+        t, name = divmod(k, 3)
+        assert o.name == f"public agents' {'SIR'[name]}"
+        assert torch.equal(value, plain.states[t]["SIR"[name]][public].long())  # scale 0
+    assert all(o.shape == (int(public.sum()),) for o, _ in opened)
     assert session.audit.names("aggregate") == {"counts"}
 
 
 def test_aggregation_is_free_and_step_bytes_grow_with_agents_not_edges():
     def step_bytes(n, degree):
         graph = erdos_renyi(n, degree, seed=0)
-        owner = DataOwner(SIRInputs(n, 5, seed=0), serve_once=False)  # two uses of one input
+        owner = DataOwner(sir_owner(n, 5, seed=0), serve_once=False)  # two uses of one input
         session = Session(2, seed=0, owner=owner)
         layer = Transmission()
         infected = session.input("initial_infected")
         before = (session.cost.rounds, session.cost.bytes_per_party)
         layer(graph.csr(graph.relations[0]), infected, torch.tensor(0.2, dtype=torch.float64))
         assert (session.cost.rounds, session.cost.bytes_per_party) == before  # 0 bytes
-        secure_sir(SIR(0.2, 0.1, learnable=False), graph, 2, session)
+        secure_simulate(SIR(0.2, 0.1, learnable=False), graph, 2, session)
         return session.cost.steps[-1].bytes_per_party
 
     small, dense, double = step_bytes(1000, 4), step_bytes(1000, 40), step_bytes(2000, 4)
@@ -163,11 +169,11 @@ def test_aggregation_is_free_and_step_bytes_grow_with_agents_not_edges():
 
 def test_bad_input_is_refused():
     graph = erdos_renyi(100, 4, seed=0)
-    session = Session(2, owner=SIRInputs(100, 2))
+    session = Session(2, owner=sir_owner(100, 2))
     with pytest.raises(ValueError, match="unknown parameter"):
-        secure_sir(SIR(0.1, 0.1), graph, 2, session, tangents=("beta",))
+        secure_simulate(SIR(0.1, 0.1), graph, 2, session, tangents=("beta",))
     with pytest.raises(ValueError, match="bool mask"):
-        secure_sir(SIR(0.1, 0.1), graph, 2, session, public=torch.ones(5, dtype=torch.bool))
-    with pytest.raises(TypeError, match="SIR protocol"):
-        secure_sir(object(), graph, 2, session)  # type: ignore[arg-type]
+        secure_simulate(SIR(0.1, 0.1), graph, 2, session, public=torch.ones(5, dtype=torch.bool))
+    with pytest.raises(TypeError, match="runs a Protocol"):
+        secure_simulate(object(), graph, 2, session)  # type: ignore[arg-type]
     assert decode(encode(torch.tensor(0.5))) == 0.5

@@ -13,7 +13,8 @@ import pytest
 import torch
 from scipy import stats
 
-from lpm_graph.secure import SIRInputs, launch
+from lpm_graph.protocols import SIR
+from lpm_graph.secure import ProtocolInputs, launch
 from lpm_graph.secure.dealer import Dealer
 from lpm_graph.secure.prg import (
     InsecureRandomnessWarning,
@@ -24,6 +25,12 @@ from lpm_graph.secure.prg import (
     derive_key,
 )
 from lpm_graph.secure.session import Session
+
+
+def sir_inputs(n, initial_infected, **kwargs):
+    """The private inputs of an SIR run (its initial state and draws)."""
+    return ProtocolInputs(SIR(0.1, 0.1), n, initial_infected, **kwargs)
+
 
 MASK = 0xFFFFFFFF
 
@@ -98,12 +105,12 @@ def test_keys_are_never_pickled():
         pickle.dumps(KeyStream(bytes(32)))
     with pytest.raises(TypeError, match="never pickled"):
         pickle.dumps(KeyStreams(bytes(32)))
-    owner = SIRInputs(100, initial_infected=5)
-    first = owner("draw", 0)[0]
+    owner = sir_inputs(100, initial_infected=5)
+    first = owner("draw:sir:", 0)[0]
     copy = pickle.loads(pickle.dumps(owner))  # e.g. sent to another process
     assert copy.randomness._keys is None
-    assert not torch.equal(copy("draw", 0)[0], first)  # the copy cannot redo the draws
-    assert torch.equal(owner("draw", 0)[0], first)  # the owner's own draws stay fixed
+    assert not torch.equal(copy("draw:sir:", 0)[0], first)  # the copy cannot redo the draws
+    assert torch.equal(owner("draw:sir:", 0)[0], first)  # the owner's own draws stay fixed
 
 
 def test_default_sessions_share_nothing():
@@ -141,7 +148,7 @@ def test_reproducible_mode_repeats_itself_and_warns():
     with warnings.catch_warnings():
         warnings.simplefilter("error", InsecureRandomnessWarning)
         Session(2)  # the default never warns
-        SIRInputs(10, 1)
+        sir_inputs(10, 1)
     with pytest.raises(TypeError, match="int"):
         Randomness.reproducible("3")  # type: ignore[arg-type]
 
@@ -158,7 +165,7 @@ def _never_runs(session):  # pragma: no cover - launch refuses before starting p
 def test_launch_refuses_seeded_randomness_unless_forced(kwargs):
     if kwargs.get("owner") == "seeded":
         with pytest.warns(InsecureRandomnessWarning):
-            kwargs = {"owner": SIRInputs(10, 1, seed=0)}
+            kwargs = {"owner": sir_inputs(10, 1, seed=0)}
     with pytest.raises(ValueError, match="force_insecure=True"):
         launch(_never_runs, 2, **kwargs)
 
@@ -170,7 +177,7 @@ class _Canary:
 
     def __init__(self) -> None:
         self.secret = self.SECRET
-        self.inner = SIRInputs(40, initial_infected=torch.tensor([3, 17]))
+        self.inner = sir_inputs(40, initial_infected=torch.tensor([3, 17]))
 
     def __call__(self, name, step):
         return self.inner(name, step)
@@ -183,7 +190,7 @@ def _inspect_process(session):
     import inspect
 
     found = [type(o).__name__ for o in gc.get_objects()
-             if isinstance(o, (_Canary, SIRInputs, OwnerRandomness, KeyStreams))]  # fmt: skip
+             if isinstance(o, (_Canary, ProtocolInputs, OwnerRandomness, KeyStreams))]  # fmt: skip
     for frame in inspect.stack():
         for value in frame.frame.f_locals.values():
             if _Canary.SECRET in repr(value):
@@ -256,15 +263,15 @@ def test_default_keys_come_from_os_entropy(monkeypatch):
     monkeypatch.setattr(prg.os, "urandom", fake_urandom)
     a, b = Dealer(2).triple((16,)), Dealer(2).triple((16,))
     assert calls and torch.equal(a["a"], b["a"])  # both keyed by the (fake) entropy alone
-    owner = SIRInputs(10, 1)
-    first = owner("draw", 0)[0]
-    assert torch.equal(SIRInputs(10, 1)("draw", 0)[0], first)  # owners' keys too
+    owner = sir_inputs(10, 1)
+    first = owner("draw:sir:", 0)[0]
+    assert torch.equal(sir_inputs(10, 1)("draw:sir:", 0)[0], first)  # owners' keys too
 
 
 def test_a_seed_is_never_positional():
-    """Dealer(2, 0) or SIRInputs(n, k, 0) would select the insecure reproducible mode by
-    accident: the seed is keyword-only."""
+    """Dealer(2, 0) or ProtocolInputs(protocol, n, k, 0) would select the insecure
+    reproducible mode by accident: the seed is keyword-only."""
     with pytest.raises(TypeError):
         Dealer(2, 0)  # type: ignore[misc]
     with pytest.raises(TypeError):
-        SIRInputs(10, 1, 0)  # type: ignore[misc]
+        ProtocolInputs(SIR(0.1, 0.1), 10, 1, 0)  # type: ignore[misc]

@@ -15,10 +15,16 @@ from lpm_graph.secure import (
     GaussianDP,
     LeakageError,
     LeakagePolicy,
+    ProtocolInputs,
     Session,
-    SIRInputs,
-    secure_sir,
+    secure_simulate,
 )
+
+
+def sir_inputs(n, initial_infected, **kwargs):
+    """The private inputs of an SIR run (its initial state and draws)."""
+    return ProtocolInputs(SIR(0.1, 0.1), n, initial_infected, **kwargs)
+
 
 N = 40
 
@@ -26,7 +32,7 @@ N = 40
 def _session(**kw):
     mask = torch.zeros(N, dtype=torch.bool)
     mask[[3, 17]] = True
-    s = Session(2, owner=SIRInputs(N, mask), **kw)
+    s = Session(2, owner=sir_inputs(N, mask), **kw)
     return s, s.input("initial_infected")
 
 
@@ -89,36 +95,36 @@ def test_a_a_second_session_on_the_same_transport_is_refused():
 # ---------------------------------------------------------------- B: several runs, one session
 def test_b1_complementary_public_masks_in_one_session_are_refused():
     graph = erdos_renyi(N, 4.0, seed=1)
-    s = Session(2, owner=DataOwner(SIRInputs(N, 2), serve_once=False))  # B1 alone
+    s = Session(2, owner=DataOwner(sir_inputs(N, 2), serve_once=False))  # B1 alone
     half = torch.zeros(N, dtype=torch.bool)
     half[: N // 2] = True
-    secure_sir(SIR(0.3, 0.1), graph, 2, s, public=half)
+    secure_simulate(SIR(0.3, 0.1), graph, 2, s, public=half)
     with pytest.raises(LeakageError):  # together the two runs open every agent
-        secure_sir(SIR(0.3, 0.1), graph, 2, s, public=~half)
+        secure_simulate(SIR(0.3, 0.1), graph, 2, s, public=~half)
 
 
 def test_b2_a_second_run_on_other_public_inputs_is_refused():
-    s = Session(2, owner=SIRInputs(N, 2))
+    s = Session(2, owner=sir_inputs(N, 2))
     star = PopulationGraph.from_edge_index(
         torch.stack([torch.zeros(N - 1, dtype=torch.long), torch.arange(1, N)]), N
     )
-    secure_sir(SIR(40.0, 0.0), star, 1, s)  # infections on day 0 > 0 iff agent 0 infected
+    secure_simulate(SIR(40.0, 0.0), star, 1, s)  # infections on day 0 > 0 iff agent 0 infected
     other = PopulationGraph.from_edge_index(
         torch.stack([torch.ones(N - 1, dtype=torch.long), torch.tensor([0, *range(2, N)])]), N
     )
     with pytest.raises(LeakageError):  # the owner must not re-serve its draws to a new run
-        secure_sir(SIR(40.0, 0.0), other, 1, s)
+        secure_simulate(SIR(40.0, 0.0), other, 1, s)
 
 
 # ---------------------------------------------------------------- C: an owner below min_group
 def test_c_an_owner_with_fewer_than_min_group_agents_is_refused():
     owners = [
-        DataOwner(SIRInputs(1, torch.tensor([True])), agents=torch.tensor([0]), num_agents=N),
-        DataOwner(SIRInputs(N - 1, 2), agents=torch.arange(1, N), num_agents=N),
+        DataOwner(sir_inputs(1, torch.tensor([True])), agents=torch.tensor([0]), num_agents=N),
+        DataOwner(sir_inputs(N - 1, 2), agents=torch.arange(1, N), num_agents=N),
     ]
     s = Session(2, owners=owners)
     with pytest.raises(LeakageError):  # owner 1 minus its own count = owner 0's agent
-        secure_sir(SIR(0.3, 0.1), erdos_renyi(N, 4.0, seed=1), 1, s)
+        secure_simulate(SIR(0.3, 0.1), erdos_renyi(N, 4.0, seed=1), 1, s)
 
 
 # ---------------------------------------------------------------- D: DP declarations

@@ -34,9 +34,14 @@ from torch import Tensor
 from lpm_graph import simulate
 from lpm_graph.datasets import erdos_renyi
 from lpm_graph.protocols import SIR
-from lpm_graph.secure import AuditLog, Session, encode, greater
-from lpm_graph.secure.sir import SIRInputs, secure_sir
+from lpm_graph.secure import AuditLog, ProtocolInputs, Session, encode, greater, secure_simulate
 from lpm_graph.secure.tensor import decode_shares, multiply
+
+
+def sir_inputs(n, initial_infected, **kwargs):
+    """The private inputs of an SIR run (its initial state and draws)."""
+    return ProtocolInputs(SIR(0.1, 0.1), n, initial_infected, **kwargs)
+
 
 ALPHA = 1e-4
 Z_MAX = float(stats.norm.isf(ALPHA / 2))  # 3.89
@@ -142,9 +147,9 @@ def test_shares_are_uniform_and_independent_of_the_secret(parties, name):
 def test_owner_shares_of_private_inputs_are_uniform(parties):
     """The agents' inputs reach the parties from their data owner (Session.input): indicators
     and fixed-point Exp(1) draws, shared the same way."""
-    owner = SIRInputs(N, 0.05, seed=2)
+    owner = sir_inputs(N, 0.05, seed=2)
     session = Session(parties, seed=3, owner=owner)
-    for name, step in (("initial_infected", None), ("draw", 4)):
+    for name, step in (("initial_infected", None), ("draw:sir:", 4)):
         x = session.input(name, step)
         secret = owner(name, step)
         encoded = encode(*secret) if isinstance(secret, tuple) else encode(secret, x.frac_bits)
@@ -235,10 +240,10 @@ def sir_run(request):
     the same realisation, step by step."""
     graph = erdos_renyi(AGENTS, 8.0, seed=1)
     protocol = SIR(0.3, 0.1)
-    owner = SIRInputs(AGENTS, 20, seed=3)
+    owner = sir_inputs(AGENTS, 20, seed=3)
     audit = AuditLog(keep_values=True)
     session = Session(request.param, seed=5, owner=owner, audit=audit)
-    trajectory = secure_sir(protocol, graph, STEPS, session, tangents=("transmission_rate",))
+    trajectory = secure_simulate(protocol, graph, STEPS, session, tangents=("transmission_rate",))
     trajectory.gradient(lambda series: (series["I"] ** 2).sum() / 1e4)
     plain = simulate(
         SIR(0.3, 0.1),
@@ -263,7 +268,7 @@ def _private_values(protocol, graph, owner, states) -> dict[int, dict[str, Tenso
     assert graph.edge_weight(relation) is None
     tau_dt = encode(protocol.transmission_rate.detach().double() * protocol.dt, 24)
     gamma_dt = encode(float(protocol.recovery_rate.detach()) * protocol.dt, 24)
-    draws = owner.draws(STEPS)
+    draws = {"draw": torch.stack([owner.draw("sir", t) for t in range(STEPS)])}  # SIR's stream
     out = {}
     for t in range(STEPS + 1):
         values = {k: states[t][k].detach().to(torch.int64) for k in ("S", "I", "R")}
@@ -317,9 +322,11 @@ def test_sir_audit_log_has_only_declared_openings(sir_run):
     for o in audit.openings:  # every per-agent opening is a mask
         if o.kind not in ("aggregate", "loss", "gradient") and o.step is not None:
             assert o.shape and o.shape[0] % AGENTS == 0, o
-    # after the run: only the gradient's terms, brought to one scale by truncation (masked)
+    # after the run: only the gradient's terms, brought to one scale by truncation (masked:
+    # the series' tangents from the work precision, then the terms)
     after = {(o.kind, o.shape) for o in audit.openings if o.step is None and o.kind != "aggregate"}
-    assert after <= {("truncation_mask", (1,)), ("loss", ()), ("gradient", (1,))}, after
+    masks = {("truncation_mask", shape) for shape in ((1,), (STEPS + 1, 1), (STEPS, 1))}
+    assert after <= {*masks, ("loss", ()), ("gradient", (1,))}, after
 
 
 def test_sir_opens_no_private_value(sir_run):
@@ -360,7 +367,7 @@ def test_sir_masks_are_uniform(sir_run):
 
 def test_sir_masks_are_uncorrelated_with_the_states(sir_run):
     """Per step, the comparison masks (``[infection bits; recovery bits] ^ r``) and the Beaver
-    masks of ``bits * [S; I]`` (the only ``2 N`` Beaver product of a step) against the private
+    masks of ``bits * [S; I]`` (the step's first ``2 N`` Beaver product) against the private
     bits and states they hide."""
     audit, private = sir_run
     masked, bits, e_all, f_all, states = [], [], [], [], []
@@ -368,7 +375,9 @@ def test_sir_masks_are_uncorrelated_with_the_states(sir_run):
         p = private[t]
         at_t = [(o, v) for o, v in zip(audit.openings, audit.values) if o.step == t]
         (c,) = [v for o, v in at_t if o.kind == "comparison_mask"]
-        e, f = [v for o, v in at_t if o.kind == "beaver_mask" and o.shape == (2 * AGENTS,)]
+        # the step's first 2 N product is bits * [S; I] (its flows, in one batch; the
+        # tangents' products come after it)
+        e, f = [v for o, v in at_t if o.kind == "beaver_mask" and o.shape == (2 * AGENTS,)][:2]
         step_bits = torch.cat([p["infection bit"], p["recovery bit"]])
         masked.append(c.to(torch.int64))
         bits.append(step_bits)

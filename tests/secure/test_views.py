@@ -10,9 +10,15 @@ from scipy import stats
 
 from lpm_graph.datasets.generators import erdos_renyi
 from lpm_graph.protocols import SIR
-from lpm_graph.secure import AuditLog, DataOwner, Session, SIRInputs, secure_sir
+from lpm_graph.secure import AuditLog, DataOwner, ProtocolInputs, Session, secure_simulate
 from lpm_graph.secure.owner import OwnerRole
 from lpm_graph.secure.prg import Randomness
+
+
+def sir_inputs(n, initial_infected, **kwargs):
+    """The private inputs of an SIR run (its initial state and draws)."""
+    return ProtocolInputs(SIR(0.1, 0.1), n, initial_infected, **kwargs)
+
 
 N = 400
 INFECTED = torch.arange(40, 80)
@@ -22,20 +28,20 @@ def _replay_other_share(guess: int, parties: int = 2) -> torch.Tensor:
     """Party 0's attack: rebuild the owner's keystream from a guessed seed and compute the
     share it made for itself, then subtract... here: the owner's first share row (party 0's),
     from which the last party's row follows as value - row 0."""
-    inputs = SIRInputs(N, INFECTED)  # what the owner computes is unknown: only its stream matters
+    inputs = sir_inputs(N, INFECTED)  # what the owner computes is unknown: only its stream matters
     replayed = OwnerRole(DataOwner(inputs), parties, 16, Randomness.reproducible(guess))
     return replayed._stream.words((N,))  # the first words the owner drew: party 0's share
 
 
 def test_replaying_a_seeded_owner_recovers_every_input_and_a_default_one_nothing():
     with pytest.warns(RuntimeWarning):
-        seeded = Session(2, seed=0, owner=SIRInputs(N, INFECTED))
+        seeded = Session(2, seed=0, owner=sir_inputs(N, INFECTED))
     mine = seeded.input("initial_infected").shares[1]  # party 1's share of the input
     with pytest.warns(RuntimeWarning):
         guess = _replay_other_share(0)  # the attack: the old default seed
     assert torch.equal(guess + mine, (torch.isin(torch.arange(N), INFECTED)).long())
 
-    private = Session(2, owner=SIRInputs(N, INFECTED))  # the default: keys from OS entropy
+    private = Session(2, owner=sir_inputs(N, INFECTED))  # the default: keys from OS entropy
     mine = private.input("initial_infected").shares[1]
     for seed in range(3):
         with pytest.warns(RuntimeWarning):
@@ -48,10 +54,10 @@ def _view(infected: torch.Tensor) -> np.ndarray:
     opened to it (the declared aggregates left out), as top bytes of the words."""
     graph = erdos_renyi(N, 6.0, seed=0)
     audit = AuditLog(keep_values=True)
-    owner = DataOwner(SIRInputs(N, infected), serve_once=False)  # the view takes them twice
+    owner = DataOwner(sir_inputs(N, infected), serve_once=False)  # the view takes them twice
     session = Session(2, owner=owner, audit=audit)
-    words = [session.input("initial_infected").shares[0], session.input("draw", 0).shares[0]]
-    secure_sir(SIR(0.3, 0.1, learnable=False), graph, 3, session)
+    words = [session.input("initial_infected").shares[0], session.input("draw:sir:", 0).shares[0]]
+    secure_simulate(SIR(0.3, 0.1, learnable=False), graph, 3, session)
     for value, opening in zip(audit.values, audit.openings):
         # masks of words (a comparison's opened mask is one uniform bit, not a word)
         if "mask" in opening.kind and opening.kind != "comparison_mask":
@@ -98,9 +104,9 @@ def test_an_outsider_cannot_find_the_draws_from_the_published_counts():
     (the reproducible mode) still falls to it; a default owner's draws have no seed."""
     graph = erdos_renyi(N, 6.0, seed=0)
     with pytest.warns(RuntimeWarning):
-        seeded = Session(2, owner=SIRInputs(N, INFECTED, seed=7))
-    published = secure_sir(SIR(0.3, 0.1, learnable=False), graph, 15, seeded).counts["I"]
+        seeded = Session(2, owner=sir_inputs(N, INFECTED, seed=7))
+    published = secure_simulate(SIR(0.3, 0.1, learnable=False), graph, 15, seeded).counts["I"]
     assert _search(published, graph, range(12)) == [7]
-    private = Session(2, owner=SIRInputs(N, INFECTED))
-    published = secure_sir(SIR(0.3, 0.1, learnable=False), graph, 15, private).counts["I"]
+    private = Session(2, owner=sir_inputs(N, INFECTED))
+    published = secure_simulate(SIR(0.3, 0.1, learnable=False), graph, 15, private).counts["I"]
     assert _search(published, graph, range(12)) == []

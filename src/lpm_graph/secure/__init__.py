@@ -26,7 +26,6 @@ from .policy import GaussianDP, InsecureDebugWarning, LeakageError, LeakagePolic
 from .prg import InsecureRandomnessWarning, KeyStream, OwnerRandomness, Randomness
 from .program import ProtocolInputs, SecureContext, SecureTrajectory, secure_simulate
 from .ring import FRAC_BITS, decode, encode
-from .seirm import SEIRMInputs, secure_seirm
 from .session import (
     CostReport,
     LocalTransport,
@@ -36,7 +35,6 @@ from .session import (
     Transport,
     receive,
 )
-from .sir import SIRInputs, secure_sir
 from .tensor import SharedTensor, exp_neg, greater, is_shared, multiply
 from .values import Private
 
@@ -78,9 +76,5 @@ __all__ = [
     "multiply",
     "secure_propagate",
     "secure_simulate",
-    "SEIRMInputs",
-    "SIRInputs",
-    "secure_seirm",
-    "secure_sir",
     "session_from_env",
 ]

@@ -521,7 +521,7 @@ def _checked(
         )
     seeded = ["seed"] if randomness.is_reproducible else []
     for m, owner in enumerate(owners):
-        r = getattr(owner.inputs, "randomness", None)  # SIRInputs: an OwnerRandomness
+        r = getattr(owner.inputs, "randomness", None)  # ProtocolInputs: an OwnerRandomness
         r = getattr(r, "randomness", r)
         if isinstance(r, Randomness) and r.is_reproducible:
             seeded.append(f"owner {m}'s seed")
@@ -529,7 +529,7 @@ def _checked(
         raise ValueError(
             f"{' and '.join(seeded)} make the run's shares or private draws follow from a "
             "seed anyone may know or search for, so the run would not be private. Leave the "
-            "seeds out (Session/launch seed=None, SIRInputs(..., seed=None)) for a private "
+            "seeds out (Session/launch seed=None, ProtocolInputs(..., seed=None)) for a private "
             "run; pass force_insecure=True only to compare with a plaintext run in a test."
         )
     return randomness

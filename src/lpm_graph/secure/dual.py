@@ -106,13 +106,12 @@ class Dual:
         o = self._lift(other)
         if o is None:
             return NotImplemented
-        return Dual(self.value + o.value, _tadd(self, o, 1), self.columns)
+        return _derived(self.value + o.value, (self, o), lambda: _tadd(self, o))
 
     __radd__ = __add__
 
     def __neg__(self) -> Dual:
-        t = self.tangent
-        return Dual(-self.value, None if t is None else -t, self.columns)
+        return _derived(-self.value, (self,), lambda: _neg(self.tangent))
 
     def __sub__(self, other: Any) -> Any:
         o = self._lift(other)
@@ -128,12 +127,16 @@ class Dual:
         if o is None:
             return NotImplemented
         value = self.value * o.value
-        pairs = []  # a db + da b
-        if o.tangent is not None:
-            pairs.append(_aligned(self.value, o.tangent, len(_shape(value))))
-        if self.tangent is not None:
-            pairs.append(_aligned(o.value, self.tangent, len(_shape(value))))
-        return Dual(value, _sum_products(pairs), self.columns)
+
+        def tangent() -> Any:
+            pairs = []  # a db + da b
+            if o.tangent is not None:
+                pairs.append(_aligned(self.value, o.tangent, len(_shape(value))))
+            if self.tangent is not None:
+                pairs.append(_aligned(o.value, self.tangent, len(_shape(value))))
+            return _sum_products(pairs) if pairs else None
+
+        return _derived(value, (self, o), tangent)
 
     __rmul__ = __mul__
 
@@ -163,8 +166,11 @@ class Dual:
 
     # ------------------------------------------------------------------ structure
     def _map(self, fv: Callable[[Any], Any], ft: Callable[[Any], Any]) -> Dual:
-        t = self.tangent
-        return Dual(fv(self.value), None if t is None else ft(t), self.columns)
+        def tangent() -> Any:
+            t = self.tangent
+            return None if t is None else ft(t)
+
+        return _derived(fv(self.value), (self,), tangent)
 
     def _dim(self, dim: int, extra: int = 0) -> int:
         return dim % (self.dim() + extra)
@@ -177,8 +183,7 @@ class Dual:
     def reshape(self, *shape: Any) -> Dual:
         shape = tuple(shape[0]) if len(shape) == 1 and not isinstance(shape[0], int) else shape
         value = self.value.reshape(*shape)
-        return Dual(value, None if self.tangent is None else
-                    self.tangent.reshape(*value.shape, self.columns), self.columns)  # fmt: skip
+        return self._map(lambda v: value, lambda t: t.reshape(*value.shape, self.columns))
 
     view = reshape
 
@@ -328,7 +333,21 @@ def _sum_products(pairs: list[tuple[Any, Any]]) -> Any:
     return total
 
 
-def _tadd(a: Dual, b: Dual, sign: int) -> Any:
+def _derived(value: Any, duals: Sequence[Dual], tangent: Callable[[], Any]) -> Dual:
+    """A dual of ``value`` whose tangent is ``tangent()``: computed now, or when first read if
+    an operand's tangent is not computed yet (a flow's waits for the step's other flows, so
+    that their comparisons run in one batch)."""
+    columns = duals[0].columns
+    if any(d._lazy is not None for d in duals):
+        return Dual(value, None, columns, lazy=tangent)
+    return Dual(value, tangent(), columns)
+
+
+def _neg(t: Any) -> Any:
+    return None if t is None else -t
+
+
+def _tadd(a: Dual, b: Dual) -> Any:
     ta, tb = a.tangent, b.tangent
     if tb is None:
         return ta
@@ -368,9 +387,13 @@ def _join(tensors: Sequence[Any], dim: int, fn: Callable, stack: bool) -> Dual:
     duals = [t if isinstance(t, Dual) else first._lift(t) for t in tensors]
     d = dim % (first.dim() + (1 if stack else 0))
     values = fn([t.value for t in duals], dim=d)
-    if all(t.tangent is None for t in duals):
-        return Dual(values, None, first.columns)
-    return Dual(values, fn([t.full_tangent() for t in duals], dim=d), first.columns)
+
+    def tangent() -> Any:
+        if all(t.tangent is None for t in duals):
+            return None
+        return fn([t.full_tangent() for t in duals], dim=d)
+
+    return _derived(values, duals, tangent)
 
 
 _DUAL: dict[Any, Callable[..., Any]] = {
@@ -390,14 +413,18 @@ def flow_tangent(ctx: Any, name: str, survival: Any, source: Any, stream: str | 
     src = source if isinstance(source, Dual) else None
     columns = (s if s is not None else src).columns  # type: ignore[union-attr]
     flow, pending = ctx.hard_flow(name, _plain(survival), _plain(source), stream)
-    pairs = []
     rank = len(_shape(flow))
-    if s is not None and s.tangent is not None:
-        pairs.append(_aligned(_plain(source), -s.tangent, rank))
-    if src is not None and src.tangent is not None:
-        pending.get()
-        pairs.append(_aligned(private(pending.bits), src.tangent, rank))
-    return Dual(flow, _sum_products(pairs) if pairs else None, columns)
+
+    def tangent() -> Any:  # read after the step's flows were resolved together
+        pairs = []
+        if s is not None and s.tangent is not None:
+            pairs.append(_aligned(_plain(source), -s.tangent, rank))
+        if src is not None and src.tangent is not None:
+            pending.get()
+            pairs.append(_aligned(private(pending.bits), src.tangent, rank))
+        return _sum_products(pairs) if pairs else None
+
+    return Dual(flow, None, columns, lazy=tangent)
 
 
 # ---------------------------------------------------------------------- parameters

@@ -48,7 +48,7 @@ class DataOwner:
     Args:
         inputs: ``inputs(name, step) -> value`` (or ``(value, frac_bits)``), the owner's
             plaintext private inputs, first dimension one row per agent of ``agents``
-            (e.g. :class:`~lpm_graph.secure.SIRInputs` of its own agents).
+            (e.g. :class:`~lpm_graph.secure.ProtocolInputs` of its own agents).
         agents: ``None``: all agents of the population, in order. Or the ids of this
             owner's agents (int64 ``[n]``, distinct): its values' rows go to these agents.
         num_agents: the population size (needed with ``agents``).

@@ -87,11 +87,12 @@ class _Agents:
 class ProtocolInputs:
     """A data owner's private inputs for any protocol run on shares.
 
-    ``inputs(name, step)`` answers the parties' requests: ``"state:<entry>"`` (the initial
-    state of the owner's agents, from ``protocol.initial_state`` in stochastic mode, float64:
-    0/1 entries are shared exactly), ``"draw:<stream>:<shape>"`` (``-log u``, ``Exp(1)``, of
-    the uniforms of stream ``(stream, step)`` for the owner's agents, ``shape`` the trailing
-    dimensions) and ``"initial_infected"`` (the 0/1 seed infections). Picklable, so that an
+    ``inputs(name, step)`` answers the parties' requests: ``"state:<entry>:<shape>"`` (the
+    initial state of the owner's agents, from ``protocol.initial_state`` in stochastic mode,
+    float64: 0/1 entries are shared exactly), ``"draw:<stream>:<shape>"`` (``-log u``,
+    ``Exp(1)``, of the uniforms of stream ``(stream, step)`` for the owner's agents) and
+    ``"initial_infected"`` (the 0/1 seed infections); ``shape`` is the trailing dimensions,
+    comma-separated (empty for one value per agent). Picklable, so that an
     owner's process of a multi-process run can hold it.
 
     Args:
@@ -158,15 +159,16 @@ class ProtocolInputs:
             )  # fmt: skip
             return infected.to(torch.int64), 0
         kind, _, rest = name.partition(":")
-        if kind == "state" and rest in self.initial_state():
-            value = self.initial_state()[rest]
-            if bool((value == value.round()).all()):
-                return value.to(torch.int64), 0
-            return value, None
-        if kind == "draw" and step is not None and ":" in rest:
-            stream, _, shape = rest.rpartition(":")
-            dims = tuple(int(d) for d in shape.split(",") if d)
-            return self.draw(stream, step, dims), self.draw_bits
+        key, _, shape = rest.rpartition(":")
+        dims = tuple(int(d) for d in shape.split(",") if d)
+        if kind == "state" and key in self.initial_state():
+            value = self.initial_state()[key]
+            if tuple(value.shape[1:]) == dims:
+                if bool((value == value.round()).all()):
+                    return value.to(torch.int64), 0
+                return value, None
+        if kind == "draw" and step is not None and key:
+            return self.draw(key, step, dims), self.draw_bits
         raise KeyError(f"ProtocolInputs has no private input {name!r}.")
 
 
@@ -416,7 +418,10 @@ class _Program:
     # ------------------------------------------------------------------ the run
     def initial(self) -> dict[str, Any]:
         s = self.session
-        state: dict[str, Any] = {k: private(s.input(f"state:{k}")) for k in self.layout}
+        state: dict[str, Any] = {
+            k: private(s.input(f"state:{k}:{','.join(str(d) for d in shape[1:])}"))
+            for k, shape in self.layout.items()
+        }
         if self.dual is not None:
             state = {k: self.dual.state(v) for k, v in state.items()}
         return state
