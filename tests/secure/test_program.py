@@ -125,14 +125,22 @@ class Uniform(Phase):
         return {**state, "I": state["I"] * u}
 
 
+class Equal(Phase):
+    name = "equal"
+
+    def forward(self, graph, state, ctx):
+        return {**state, "I": state["I"] * (state["S"] == 0)}
+
+
 @pytest.mark.parametrize(
     ("phase", "error", "names"),
     [
         (Squash, NotImplementedError, "torch.sigmoid"),
         (Branch, TypeError, r"float\(x\)"),
         (Uniform, NotImplementedError, r"ctx.uniform"),
+        (Equal, NotImplementedError, r"x == y"),
     ],
-    ids=["torch.sigmoid", "float(x)", "ctx.uniform"],
+    ids=["torch.sigmoid", "float(x)", "ctx.uniform", "=="],
 )
 def test_an_operation_with_no_secure_implementation_fails_when_the_run_is_built(
     graph, closeness, phase, error, names
@@ -150,3 +158,23 @@ def test_an_operation_with_no_secure_implementation_fails_when_the_run_is_built(
     assert session.cost.rounds == 0 and session.audit.openings == []
     assert session.transport.owners[0]._served == set()
     assert session.transport.owner_bytes() == 0
+
+
+def test_layers_do_not_import_secure():
+    """ProtocolLayer.propagate finds the shares' propagation through a hook on the values'
+    type (__lpm_propagate__): the layers package imports nothing of lpm_graph.secure."""
+    from pathlib import Path
+
+    import lpm_graph.layers
+
+    for path in Path(lpm_graph.layers.__file__).parent.glob("*.py"):
+        imports = [line for line in path.read_text().splitlines() if "import" in line]
+        assert not [line for line in imports if "secure" in line], path
+
+
+def test_a_step_of_flows_is_one_batch(graph, closeness):
+    """Infection and recovery are resolved together: one comparison and one product round
+    per step (2 parties: 8 comparison rounds, 1 product, 1 opening of the counts)."""
+    session = Session(2, owner=ProtocolInputs(SIS(0.08, 0.2, closeness), N, 20))
+    secure_simulate(SIS(0.08, 0.2, closeness), graph, 3, session)
+    assert [s.rounds for s in session.cost.steps if isinstance(s.step, int)] == [10, 10, 10]

@@ -158,6 +158,14 @@ class Dual:
     def __le__(self, other: Any) -> Any:
         return self.value <= _plain(other)
 
+    def __eq__(self, other: Any) -> Any:  # type: ignore[override]
+        return self.value == _plain(other)
+
+    def __ne__(self, other: Any) -> Any:  # type: ignore[override]
+        return self.value != _plain(other)
+
+    __hash__ = object.__hash__
+
     def __matmul__(self, other: Any) -> Dual:
         v = torch.as_tensor(other, dtype=_F64)
         if v.dim() == 1:

@@ -225,6 +225,15 @@ class Private:
     def __le__(self, other: Any) -> Private:
         return 1 - (self > other)
 
+    def __eq__(self, other: Any) -> Any:  # type: ignore[override]
+        raise NotImplementedError(
+            "x == y of a private value has no secure implementation (Python would compare "
+            "the objects, not the values); use (x >= y) * (x <= y) for 0/1 equality."
+        )
+
+    __ne__ = __eq__
+    __hash__ = object.__hash__
+
     def __matmul__(self, other: Any) -> Private:
         if not _is_public(other):
             raise NotImplementedError(
@@ -655,6 +664,11 @@ def _ge(a: Any, b: Any) -> Any:
 @_implements(torch.Tensor.__le__, torch.le)
 def _le(a: Any, b: Any) -> Any:
     return a <= b if _secret(a) else b >= a
+
+
+@_implements(torch.Tensor.__eq__, torch.Tensor.__ne__, torch.eq, torch.ne)
+def _equal(a: Any, b: Any) -> Any:
+    return (a if _secret(a) else b).__eq__(None)
 
 
 @_implements(torch.matmul, torch.Tensor.__matmul__)
