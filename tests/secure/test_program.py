@@ -12,7 +12,7 @@ from lpm_graph import simulate
 from lpm_graph.datasets.generators import erdos_renyi
 from lpm_graph.layers import ProtocolLayer
 from lpm_graph.protocols.base import CompartmentalProtocol, Phase
-from lpm_graph.secure import ProtocolInputs, Session, secure_simulate
+from lpm_graph.secure import DataOwner, ProtocolInputs, Session, secure_simulate
 
 
 # ---------------------------------------------------------------- SIS, written for plaintext
@@ -178,3 +178,23 @@ def test_a_step_of_flows_is_one_batch(graph, closeness):
     session = Session(2, owner=ProtocolInputs(SIS(0.08, 0.2, closeness), N, 20))
     secure_simulate(SIS(0.08, 0.2, closeness), graph, 3, session)
     assert [s.rounds for s in session.cost.steps if isinstance(s.step, int)] == [10, 10, 10]
+
+
+def test_two_owners_partitioning_the_agents(graph, closeness):
+    """Each owner shares its own agents' initial state and draws (ProtocolInputs of its
+    agents only); the parties place them; the counts add up."""
+    even, odd = torch.arange(0, N, 2), torch.arange(1, N, 2)
+    sick = torch.zeros(N // 2, dtype=torch.bool)
+    sick[:15] = True  # 15 of each owner's agents start infectious
+    owners = [
+        DataOwner(
+            ProtocolInputs(SIS(0.08, 0.2, closeness), N // 2, sick), agents=ids, num_agents=N
+        )  # fmt: skip
+        for ids in (even, odd)
+    ]
+    session = Session(2, owners=owners)
+    run = secure_simulate(SIS(0.08, 0.2, closeness), graph, 10, session)
+    assert float(run.counts["I"][0]) == 30
+    assert torch.equal(run.counts["S"] + run.counts["I"], torch.full((11,), float(N)).double())
+    assert float(run.flows["infections"].sum()) > 0
+    assert session.transport.owner_bytes() > 0
