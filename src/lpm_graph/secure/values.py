@@ -447,7 +447,8 @@ class _Pending:
 
     def __init__(self, shape: Any, resolve: Callable[[], None]) -> None:
         self.shape = torch.Size(shape)
-        self.value: SharedTensor | None = None
+        self.value: SharedTensor | None = None  # the flow (decision times source)
+        self.bits: SharedTensor | None = None  # the decision (shared 0/1)
         self._resolve = resolve
 
     def get(self) -> SharedTensor:
