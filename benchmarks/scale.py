@@ -104,7 +104,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from agenttorch_covid import AT_VERSION, DEFAULT_DATA, cpu_sample, other_load  # noqa: E402
+from agenttorch_covid import AT_VERSION, cpu_sample, other_load  # noqa: E402
 from sir_scale import (  # noqa: E402
     GAMMA,
     SEEDS,
@@ -498,8 +498,7 @@ def child_command(args, kind: str, n: int, repeats: int) -> list[str]:
     if kind == "agenttorch":
         cmd = [sys.executable, str(HERE / "agenttorch_covid.py"), "--child", "agenttorch"]
         cmd += ["--num-agents", str(n), "--steps", str(args.seirm_steps), "--synthetic"]
-        return cmd + ["--repeats", str(repeats), "--threads", str(args.threads),
-                      "--data-dir", str(DEFAULT_DATA)]  # fmt: skip
+        return cmd + ["--repeats", str(repeats), "--threads", str(args.threads)]
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--n", str(n)]
     for name in ("days", "seirm_steps", "mean_degree", "threads", "checkpoint", "bandwidth_mib"):
         cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
