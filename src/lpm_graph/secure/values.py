@@ -477,6 +477,7 @@ def _add(a: Tensor | None, b: Tensor | None) -> Tensor | None:
 def _integral(c: Tensor) -> bool:
     if not c.is_floating_point():
         return True
+    c = c.detach()  # a public coefficient may come from a learnable parameter
     return bool((c == torch.round(c)).all()) and (c.numel() == 0 or float(c.abs().max()) < 2**31)
 
 
