@@ -40,6 +40,7 @@ from __future__ import annotations
 import logging
 import math
 import numbers
+import os
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -54,6 +55,7 @@ from ..layers.samplers import RandomStreams
 from ..protocols.base import Phase, Protocol, StepContext, seed_infected
 from ..simulator import Trajectory
 from .dual import Dual, dual_parameters, flow_tangent
+from .policy import LeakageError
 from .prg import OwnerRandomness, Randomness
 from .session import Session
 from .tensor import SharedTensor, _sign_bit, multiply
@@ -410,8 +412,8 @@ class _Program:
         )
         self.layout = {k: tuple(v.shape) for k, v in layout.items()}
         self.flow_layout = _dry_run(protocol, graph, layout, session, self.dual)
-        self.members, self.flow_names = _members(protocol, graph, layout, self.flow_layout)
-        session.declare_agents(n, public, _labels(self.members, n))
+        self.members, self.flow_names, atoms = _members(protocol, graph, layout, self.flow_layout)
+        session.declare_agents(n, public, _groups(self.members, atoms, n))
         self.series: dict[str, list[Tensor]] = {}
         self.d_series: dict[str, list[SharedTensor]] = {}
 
@@ -463,6 +465,11 @@ class _Program:
                 opened[name] = torch.as_tensor(value).detach().to(torch.float64).cpu()
                 continue
             member = self.members[name]  # [values, N]
+            if value.numel() != member.shape[0]:
+                raise RuntimeError(
+                    f"observable {name!r} has {value.numel()} values on shares but had "
+                    f"{member.shape[0]} when the run was built; nothing is opened."
+                )
             size = (member & private_agents).sum(1)
             groups[name] = size
             rows.setdefault((tuple(value.shape), tuple(size.tolist())), []).append(name)
@@ -565,10 +572,12 @@ def _dry_run(
                 session=dry, draw=draw,
             )  # fmt: skip
             out = _settled(protocol.step(graph, state, ctx))
-            where[:] = [f"{type(protocol).__name__}.observe / total_flows"]
-            protocol.observe(out)
             flows = _settled(ctx.flows)
-            protocol.total_flows(flows)
+            where[:] = [f"{type(protocol).__name__}.observe / total_flows"]
+            before = len(dry.audit)
+            _settled(protocol.observe(out))
+            _settled(protocol.total_flows(flows))
+            _check_linear(protocol, dry.audit.openings[before:])
         finally:
             if swap is not None:
                 swap.__exit__(None, None, None)
@@ -583,6 +592,21 @@ def _dry_run(
     return {k: tuple(_value(v).shape) for k, v in flows.items()}
 
 
+def _check_linear(protocol: Protocol, openings: Sequence[Any]) -> None:
+    """Refuse observables that multiply or compare private values (a Beaver product, a
+    comparison or ``exp`` on shares): a sum over agents is local on shares, and a
+    comparison's value has no gradient, so the trace of the agents behind it would see none
+    (``(I[k] > 0.5) + 0 * I.sum()`` would open ``I[k]``)."""
+    used = sorted({o.kind for o in openings} & {"beaver_mask", "binary_mask", "comparison_mask"})
+    if used:
+        raise LeakageError(
+            f"{type(protocol).__name__}.observe / total_flows is not a sum over agents: it "
+            f"multiplies or compares private values ({', '.join(used)} on shares), so the "
+            "private agents behind its values cannot be known and it is not opened. "
+            "Observables must add up agents' state entries and flows, with public weights."
+        )
+
+
 def _value(v: Any) -> Any:
     return v.value if isinstance(v, Dual) else v
 
@@ -592,35 +616,92 @@ def _members(
     graph: PopulationGraph,
     layout: Mapping[str, Tensor],
     flows: Mapping[str, tuple[int, ...]],
-) -> tuple[dict[str, Tensor], set[str]]:
-    """Per observable, which agents each of its values sums over (``[values, N]`` bool): the
-    non-zero entries of its gradient with respect to the state and the flows (public probes),
-    so that the policy knows the private agents behind every opened value."""
+) -> tuple[dict[str, Tensor], set[str], Tensor]:
+    """Per observable, which agents each of its values sums over (``[values, N]`` bool), the
+    flow observables' names, and the agents' atoms (``[N]`` ints: agents in the same values
+    of every observable), so that the policy knows the private agents behind every opened
+    value and behind every difference of opened values.
+
+    Read from the observables' gradient with respect to the state and the flows on public
+    probes, and checked: every value must be a sum over agents, i.e. affine in the state and
+    the flows (its change between two random probes is what the gradient says: a gradient
+    cut with ``detach`` or ``no_grad`` does not hide an agent) and giving each of its agents
+    the same weight (``1000 * I[k] + I.sum()`` would open ``I[k]``). Differences of values
+    reveal sums over atoms, so each atom must hold none or ``min_group`` private agents
+    (checked by :meth:`Session.declare_agents` with the atoms as groups).
+    """
     n = graph.num_nodes(getattr(protocol, "node_type", "agent"))
-    state = {
-        k: torch.ones(v.shape, dtype=torch.float64, device=v.device, requires_grad=True)
-        for k, v in layout.items()
-    }
-    step_flows = {
-        k: torch.ones(shape, dtype=torch.float64, device=graph.device, requires_grad=True)
-        for k, shape in flows.items()
-    }
+    shapes = {f"state {k}": tuple(v.shape) for k, v in layout.items()}
+    shapes.update({f"flow {k}": tuple(shape) for k, shape in flows.items()})
+    gen = torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little"))  # not guessable
+
+    def evaluate(fill: Callable[[tuple[int, ...]], Tensor], grad: bool) -> tuple[list, dict]:
+        inputs = [fill(shape).requires_grad_(grad) for shape in shapes.values()]
+        named = dict(zip(shapes, inputs))
+        state = {k[6:]: v for k, v in named.items() if k.startswith("state ")}
+        step_flows = {k[5:]: v for k, v in named.items() if k.startswith("flow ")}
+        values = {**protocol.observe(state)}
+        totals = {**protocol.total_flows(step_flows)} if step_flows else {}
+        flow_names.update(totals)
+        return inputs, {**values, **totals}
+
+    flow_names: set[str] = set()
+
+    def uniform(shape: tuple[int, ...]) -> Tensor:
+        return torch.rand(shape, generator=gen, dtype=torch.float64).to(graph.device)
+
+    with torch.no_grad():
+        p_in, p_out = evaluate(uniform, False)
+        q_in, q_out = evaluate(uniform, False)
+    delta = [(p - q) for p, q in zip(p_in, q_in)]
+    inputs, observed = evaluate(
+        lambda shape: torch.ones(shape, dtype=torch.float64, device=graph.device), True
+    )
     out: dict[str, Tensor] = {}
-    observed = {**protocol.observe(state)}
-    totals = {**protocol.total_flows(step_flows)} if step_flows else {}
-    inputs = [*state.values(), *step_flows.values()]
-    for name, value in [*observed.items(), *totals.items()]:
+    for name, value in observed.items():
         flat = value.reshape(-1)
+        at_p = torch.as_tensor(p_out[name], dtype=torch.float64).reshape(-1)
+        at_q = torch.as_tensor(q_out[name], dtype=torch.float64).reshape(-1)
         rows = []
         for k in range(flat.numel()):
             grads = torch.autograd.grad(flat[k], inputs, retain_graph=True, allow_unused=True)
-            used = torch.zeros(n, dtype=torch.bool)
-            for g in grads:
-                if g is not None and g.dim() and g.shape[0] == n:
-                    used |= g.reshape(n, -1).ne(0).any(1).cpu()
+            weights = torch.zeros((n, 0), dtype=torch.float64)
+            predicted, scale = 0.0, 0.0
+            for g, d in zip(grads, delta):
+                if g is None:
+                    continue
+                predicted += float((g * d).sum())
+                scale += float((g.abs() * d.abs()).sum())
+                if g.dim() and g.shape[0] == n:
+                    weights = torch.cat([weights, g.reshape(n, -1).cpu()], 1)
+            scale += float(at_p[k].abs() + at_q[k].abs())
+            if abs(float(at_p[k] - at_q[k]) - predicted) > 1e-9 * scale + 1e-12:
+                raise LeakageError(
+                    f"{type(protocol).__name__}'s observable {name!r} is not a sum over agents "
+                    "(not affine in the state and flows, or its gradient does not describe its "
+                    "value): the private agents behind it cannot be known, so it is not opened. "
+                    "Observables must add up agents' state entries and flows, with public "
+                    "weights the same for every agent they count."
+                )
+            used = weights.ne(0).any(1)
+            if bool(used.any()) and not torch.allclose(
+                weights[used], weights[used][:1].expand_as(weights[used]), rtol=1e-9, atol=0
+            ):
+                raise LeakageError(
+                    f"{type(protocol).__name__}'s observable {name!r} does not give every agent "
+                    "it counts the same weight: a weighted sum can single out one agent "
+                    "(1000 * I[k] + I.sum() opens I[k]), so it is not opened. Observables must "
+                    "add up agents' state entries and flows, with public weights the same for "
+                    "every agent they count."
+                )
             rows.append(used)
         out[name] = torch.stack(rows) if rows else torch.zeros((0, n), dtype=torch.bool)
-    return out, set(totals)
+    every = [m for m in out.values() if m.shape[0]]
+    if every:
+        _, atoms = torch.unique(torch.cat(every).T, dim=0, return_inverse=True)
+    else:
+        atoms = torch.zeros(n, dtype=torch.int64)
+    return out, flow_names, atoms.to(torch.int64)
 
 
 def _labels(members: Mapping[str, Tensor], n: int) -> Tensor | None:
@@ -639,3 +720,18 @@ def _labels(members: Mapping[str, Tensor], n: int) -> Tensor | None:
         labels += radix * m.to(torch.int64).argmax(0)
         radix *= m.shape[0]
     return labels if radix > 1 else None
+
+
+def _groups(members: Mapping[str, Tensor], atoms: Tensor, n: int) -> Tensor | None:
+    """The groups the policy checks (:meth:`Session.declare_agents`): the atoms, named by the
+    by-group observables' own groups (e.g. age groups) where those are the same partition;
+    ``None`` when every agent is in one atom (the overall checks suffice)."""
+    count = int(atoms.max()) + 1 if atoms.numel() else 0
+    if count <= 1:
+        return None
+    labels = _labels(members, n)
+    if labels is not None and int(torch.unique(labels).numel()) == count:
+        pairs = torch.unique(torch.stack([labels, atoms]), dim=1).shape[1]
+        if pairs == count:
+            return labels
+    return atoms
