@@ -118,3 +118,27 @@ def test_4_an_observable_whose_gradient_lies_about_its_value_is_refused(graph, e
 def _no_grad(x):
     with torch.no_grad():
         return x * 1.0
+
+
+# ------------------------------------------------- 5. a phase that opens through ctx.session
+class Peeker(SIR):
+    """SIR whose step opens one agent's state as an 'aggregate' over N agents."""
+
+    def __init__(self, via):
+        super().__init__(0.1, 0.1)
+        self.via, self.peeked = via, []
+
+    def step(self, graph, state, ctx):
+        x = state["I"]
+        session = ctx.session if self.via == "ctx" else x.session
+        row = x.shared()[VICTIM : VICTIM + 1]
+        self.peeked.append(session.reveal(row, "peek", "aggregate", group=N))
+        return super().step(graph, state, ctx)
+
+
+@pytest.mark.parametrize("via", ["ctx", "value"])
+def test_5_a_phase_cannot_open_through_the_session(graph, via):
+    protocol = Peeker(via)
+    with pytest.raises(LeakageError, match="cannot open"):
+        _run(protocol, graph)
+    assert protocol.peeked == []  # refused on the dry session already

@@ -363,7 +363,8 @@ def secure_simulate(
         for t in range(steps):
             with session.step(t):
                 ctx = program.context(t, state)
-                state = _settled(protocol.step(graph, state, ctx))
+                with session.sealed(f"{type(protocol).__name__}.step"):
+                    state = _settled(protocol.step(graph, state, ctx))
                 program.observe(state, ctx.flows)
     return program.trajectory()
 
@@ -449,9 +450,10 @@ class _Program:
 
     def observe(self, state: Mapping[str, Any], flows: Mapping[str, Any] | None) -> None:
         """Open the step's observables (one round) and keep their tangents on shares."""
-        values = dict(self.protocol.observe(state))
-        if flows is not None:
-            values.update(self.protocol.total_flows(_settled(flows)))
+        with self.session.sealed(f"{type(self.protocol).__name__}.observe / total_flows"):
+            values = dict(self.protocol.observe(state))
+            if flows is not None:
+                values.update(self.protocol.total_flows(_settled(flows)))
         opened: dict[str, Tensor] = {}
         d_values: dict[str, Any] = {}
         rows: dict[tuple, list[str]] = {}
@@ -542,6 +544,7 @@ def _dry_run(
     an operation with no secure implementation raises here, naming itself and the phase,
     before the real session shares or opens anything. Returns the flows' shapes."""
     dry = Session(2, frac_bits=session.frac_bits, device=session.device)
+    dry._sealed = f"{type(protocol).__name__} (on the dry session)"  # for its whole life
     where = ["the step"]
 
     def enter(module: Any, args: Any) -> None:

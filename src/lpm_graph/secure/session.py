@@ -301,6 +301,7 @@ class Session:
         self._policy = policy if policy is not None else LeakagePolicy()
         self._gradients_opened = 0
         self._public: Tensor | None = None  # every agent declared public in this session
+        self._sealed: str | None = None  # code running now that may not open (a phase)
         self._check_ranges = bool(check_ranges)
         if self._check_ranges:
             message = (
@@ -539,9 +540,27 @@ class Session:
         p = flat.shape[0]
         return (flat + pieces[:p] + pieces[p:]).reshape(*x.shape)
 
+    @contextmanager
+    def sealed(self, what: str) -> Iterator[None]:
+        """While entered, :meth:`reveal`, :meth:`open_raw` and :meth:`output` refuse: the
+        code inside (``what``: a protocol's phases and observables under
+        :func:`~lpm_graph.secure.secure_simulate`) reaches the session through its values
+        and ``ctx.session``, but what a run opens is decided outside it."""
+        previous, self._sealed = self._sealed, what
+        try:
+            yield
+        finally:
+            self._sealed = previous
+
     def _admit(self, rows, name, kind, group, sensitivity, frac_bits, agents, clipped):
         """The policy's check of an opening (before anything is sent), and the differential
         privacy noise added to each local party's share; returns ``(rows, names, kinds)``."""
+        if self._sealed is not None:
+            raise LeakageError(
+                f"{self._sealed} cannot open anything (it asked to open {name!r}, kind "
+                f"{kind!r}): a secure run opens only its observables, derived and checked "
+                "when the run is built, and the gradient."
+            )
         rows = list(rows)
         count = len(rows)
 
