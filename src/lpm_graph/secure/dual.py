@@ -20,14 +20,14 @@ import torch
 from torch import Tensor, nn
 
 from .tensor import SharedTensor
-from .values import _TORCH, ExpNeg, Private, _is_public, private, product
+from .values import _TORCH, ExpNeg, Private, Shaped, _is_public, private, product
 
 __all__ = ["Dual", "dual_parameters", "flow_tangent"]
 
 _F64 = torch.float64
 
 
-class Dual:
+class Dual(Shaped):
     """``value + tangent * eps`` with ``tangent`` ``[*value.shape, P]`` (``None``: zero)."""
 
     def __init__(self, value: Any, tangent: Any, columns: int,
@@ -54,25 +54,6 @@ class Dual:
     @property
     def device(self) -> torch.device:
         return self.value.device
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    def dim(self) -> int:
-        return len(self.shape)
-
-    def size(self, dim: int | None = None) -> Any:
-        return self.shape if dim is None else self.shape[dim]
-
-    def numel(self) -> int:
-        return self.shape.numel()
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def is_floating_point(self) -> bool:
-        return True
 
     def __repr__(self) -> str:
         return f"Dual(shape={list(self.shape)}, columns={self.columns})"

@@ -71,7 +71,35 @@ def private(x: SharedTensor | Private) -> Private:
     return x if isinstance(x, Private) else Private([(x, None)], None, x.shape, x.session)
 
 
-class Private:
+class Shaped:
+    """Tensor-like shape queries answered from ``self.shape`` (public for private values:
+    the shape of a state entry is part of the public protocol)."""
+
+    shape: torch.Size
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def dim(self) -> int:
+        return len(self.shape)
+
+    def size(self, dim: int | None = None) -> Any:
+        return self.shape if dim is None else self.shape[dim]
+
+    def numel(self) -> int:
+        return self.shape.numel()
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError(f"len() of a 0-d {type(self).__name__} (a single private value).")
+        return self.shape[0]
+
+    def is_floating_point(self) -> bool:
+        return True
+
+
+class Private(Shaped):
     """A private tensor of a secure program: ``sum_k atom_k * coef_k + offset``.
 
     ``atom_k`` is a :class:`~lpm_graph.secure.SharedTensor` (or a pending flow, resolved with
@@ -104,25 +132,6 @@ class Private:
     @property
     def device(self) -> torch.device:
         return self.session.device
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    def dim(self) -> int:
-        return len(self.shape)
-
-    def size(self, dim: int | None = None) -> Any:
-        return self.shape if dim is None else self.shape[dim]
-
-    def numel(self) -> int:
-        return self.shape.numel()
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def is_floating_point(self) -> bool:
-        return True
 
     def __repr__(self) -> str:
         return f"Private(shape={list(self.shape)}, terms={len(self._terms or ())})"
