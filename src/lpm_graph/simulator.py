@@ -847,7 +847,8 @@ def simulate(
         traj = simulate(SIR(0.3, 0.1), graph, steps=100, initial_infected=10, seed=0)
         traj.counts["I"]  # [101]
     """
-    options = RunOptions(
+    sim = Simulator(
+        protocol,
         steps,
         mode=mode,
         checkpoint=checkpoint,
@@ -856,7 +857,7 @@ def simulate(
         estimator=estimator,
         alternatives=alternatives,
     )
-    return Simulator(protocol, options=options)(
+    return sim(
         graph,
         state,
         initial_infected=initial_infected,
