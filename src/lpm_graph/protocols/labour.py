@@ -362,56 +362,26 @@ class LabourMarket(Protocol):
         self.node_type = node_type
         self.by_area = by_area
         self.backend = backend
-        self.declare_parameter(
-            "job_loss_rate",
-            job_loss_rate,
-            constraint="nonnegative",
-            unit="1/day",
-            learnable=learnable,
-        )
-        self.declare_parameter(
-            "hiring_rate", hiring_rate, constraint="nonnegative", unit="1/day", learnable=learnable
-        )
-        self.declare_parameter(
-            "job_loss_sensitivity",
-            beta,
-            constraint="real",
-            unit="per unit of driver",
-            learnable=learnable,
-        )
-        self.declare_parameter(
-            "hiring_sensitivity",
-            gamma,
-            constraint="real",
-            unit="per unit of driver",
-            learnable=learnable,
-        )
-        self.declare_parameter(
-            "peer_job_loss",
-            peer_job_loss,
-            constraint="nonnegative",
-            unit="1/day",
-            learnable=learnable,
-        )
-        self.declare_parameter(
-            "peer_hiring", peer_hiring, constraint="nonnegative", unit="1/day", learnable=learnable
-        )
         for name, value in (
             ("sick_job_loss", sick_job_loss),
             ("isolation_job_loss", isolation_job_loss),
         ):
             if torch.as_tensor(value).dim() != 0:
                 raise ValueError(f"{name} must be a scalar, got {value!r}.")
+        for name, value, constraint, unit in (
+            ("job_loss_rate", job_loss_rate, "nonnegative", "1/day"),
+            ("hiring_rate", hiring_rate, "nonnegative", "1/day"),
+            ("job_loss_sensitivity", beta, "real", "per unit of driver"),
+            ("hiring_sensitivity", gamma, "real", "per unit of driver"),
+            ("peer_job_loss", peer_job_loss, "nonnegative", "1/day"),
+            ("peer_hiring", peer_hiring, "nonnegative", "1/day"),
+            ("sick_job_loss", sick_job_loss, "nonnegative", ""),
+            ("isolation_job_loss", isolation_job_loss, "nonnegative", ""),
+            ("claim_probability", claim_probability, "probability", "probability"),
+        ):
             self.declare_parameter(
-                name, value, constraint="nonnegative", unit="", learnable=learnable
+                name, value, constraint=constraint, unit=unit, learnable=learnable
             )
-        self.declare_parameter(
-            "claim_probability",
-            claim_probability,
-            constraint="probability",
-            unit="probability",
-            learnable=learnable,
-        )
         self.register_buffer("drivers", (torch.zeros(0, 0) if x is None else x).detach().clone())
         if relative_job_loss is not None:
             rho = torch.as_tensor(relative_job_loss, dtype=torch.get_default_dtype())
