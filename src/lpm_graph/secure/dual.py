@@ -30,6 +30,8 @@ _F64 = torch.float64
 class Dual(Shaped):
     """``value + tangent * eps`` with ``tangent`` ``[*value.shape, P]`` (``None``: zero)."""
 
+    _kind = "private or differentiated values"  # for messages
+
     def __init__(self, value: Any, tangent: Any, columns: int,
                  lazy: Callable[[], Any] | None = None) -> None:  # fmt: skip
         self.value = value
@@ -243,14 +245,6 @@ class Dual(Shaped):
 
     def item(self) -> Any:
         return self.value.item()
-
-    def __getattr__(self, name: str) -> Any:
-        if not name.startswith("_") and hasattr(torch.Tensor, name):
-            raise NotImplementedError(
-                f"Tensor.{name} has no secure implementation on private or differentiated "
-                "values (the vocabulary is in lpm_graph.secure.values)."
-            )
-        raise AttributeError(name)
 
     @classmethod
     def __torch_function__(cls, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:

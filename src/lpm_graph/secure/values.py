@@ -76,6 +76,7 @@ class Shaped:
     the shape of a state entry is part of the public protocol)."""
 
     shape: torch.Size
+    _kind = "private values"  # for messages
 
     @property
     def ndim(self) -> int:
@@ -97,6 +98,16 @@ class Shaped:
 
     def is_floating_point(self) -> bool:
         return True
+
+    def __getattr__(self, name: str) -> Any:
+        """A tensor method the vocabulary lacks is refused, naming it (not a plain
+        ``AttributeError`` a phase could mistake for a missing attribute)."""
+        if not name.startswith("_") and hasattr(torch.Tensor, name):
+            raise NotImplementedError(
+                f"Tensor.{name} has no secure implementation on {self._kind} (the "
+                "vocabulary is in lpm_graph.secure.values)."
+            )
+        raise AttributeError(name)
 
 
 class Private(Shaped):
@@ -397,14 +408,6 @@ class Private(Shaped):
 
     def __iter__(self) -> Any:
         return self._host("iterating over x")
-
-    def __getattr__(self, name: str) -> Any:
-        if not name.startswith("_") and hasattr(torch.Tensor, name):
-            raise NotImplementedError(
-                f"Tensor.{name} has no secure implementation on private values (the "
-                "vocabulary is in lpm_graph.secure.values)."
-            )
-        raise AttributeError(name)
 
     @classmethod
     def __torch_function__(cls, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
