@@ -129,6 +129,14 @@ def declare_parameter(
     return spec
 
 
+def check_declared(module: nn.Module) -> None:
+    """Check every parameter declared on ``module`` and its submodules against its
+    constraint (an optimiser may have moved it since it was declared)."""
+    for sub in module.modules():
+        for name, spec in sub.__dict__.get("_parameter_specs", {}).items():
+            check_constraint(getattr(sub, name), name, spec.constraint)
+
+
 def parameter_specs(module: nn.Module) -> dict[str, ParameterSpec]:
     """Every parameter declared on ``module`` and its submodules, by dotted path
     (``"reproduction_number"``, ``"interventions.0.efficacy"``)."""
@@ -454,9 +462,7 @@ class Protocol(nn.Module):
         """Validate parameters against the graph once per run (outside the step loop): the
         base checks every declared parameter against its constraint; a protocol adds its
         shape checks after ``super().check(graph)``."""
-        for module in self.modules():
-            for name, spec in module.__dict__.get("_parameter_specs", {}).items():
-                check_constraint(getattr(module, name), name, spec.constraint)
+        check_declared(self)
 
     def initial_state(
         self,

@@ -38,7 +38,15 @@ import torch
 from torch import Tensor, nn
 
 from ..layers.samplers import RandomStreams
-from .base import Coupling, Mode, Protocol, State, StepContext, declare_parameter
+from .base import (
+    Coupling,
+    Mode,
+    Protocol,
+    State,
+    StepContext,
+    check_declared,
+    declare_parameter,
+)
 
 if TYPE_CHECKING:
     from ..graph import PopulationGraph
@@ -456,7 +464,7 @@ class Compose(Protocol):
         }
 
     def check(self, graph: PopulationGraph) -> None:
-        super().check(graph)  # every declared parameter, links' transforms included
+        check_declared(self.transforms)  # the links' own parameters; each child its own
         for child in self.protocols.values():
             child.check(graph)
 
