@@ -345,3 +345,11 @@ def test_bad_lookups_name_the_valid_choices(daily):
         StateILI(root=False, regions=["XX"])
     with pytest.raises(ValueError, match="'ili'"):
         StateILI(root=False, columns=["flu"])
+
+
+def test_county_populations_sum_to_the_state_estimate():
+    from lpm_graph.datasets.series import COUNTY_NAMES, COUNTY_POPULATIONS
+
+    assert set(COUNTY_POPULATIONS) == set(COUNTY_NAMES)
+    # the Massachusetts row of GradABM's table_population.csv (2019 estimate)
+    assert sum(COUNTY_POPULATIONS.values()) == 6_892_503

@@ -358,6 +358,26 @@ COUNTY_NAMES = {
 }
 """Census names of the 14 Massachusetts counties, by FIPS code."""
 
+COUNTY_POPULATIONS = {
+    "25001": 212_990,
+    "25003": 124_944,
+    "25005": 565_217,
+    "25007": 17_332,
+    "25009": 789_034,
+    "25011": 70_180,
+    "25013": 466_372,
+    "25015": 160_830,
+    "25017": 1_611_699,
+    "25019": 11_399,
+    "25021": 706_775,
+    "25023": 521_202,
+    "25025": 803_907,
+    "25027": 830_622,
+}
+"""Resident population of the 14 Massachusetts counties on 1 July 2019 (US Census Bureau,
+Vintage 2019 county estimates), by FIPS code. They sum to 6,892,503, the state's 2019
+estimate in the GradABM ``table_population.csv`` (see the data's PROVENANCE.md)."""
+
 COUNTY_COLUMNS = ("cases", "deaths", "doctor_visits", "wili", "wcli")
 COUNTS = frozenset({"cases", "deaths"})
 """Columns that are counts: weekly values are sums; the others (signals) are means."""
