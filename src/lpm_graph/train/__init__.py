@@ -8,7 +8,9 @@ from .model import ParameterSet, SimulatorModel
 from .parameters import Bounded, Positive, Weekly
 from .plot import plot_forecast
 from .sensitivity import (
+    Contributions,
     FiniteDifference,
+    contributions,
     finite_difference,
     hessian_vector_product,
     sensitivity,
@@ -18,6 +20,7 @@ from .trainer import LOSSES, History, Trainer
 __all__ = [
     "Bounded",
     "CalibNN",
+    "Contributions",
     "FiniteDifference",
     "History",
     "LOSSES",
@@ -29,6 +32,7 @@ __all__ = [
     "Trainer",
     "Weekly",
     "calibrate_gradient_free",
+    "contributions",
     "finite_difference",
     "forecast_metrics",
     "hessian_vector_product",

@@ -4,7 +4,10 @@ r"""Sensitivity analysis: gradients of a model's outputs instead of re-running i
 :math:`\partial y / \partial R_3 \cdot 0.1 R_3` for every output ``y`` at once, from one
 forward pass and one backward pass per output (:func:`sensitivity`); second order through
 Hessian-vector products (:func:`hessian_vector_product`); and :func:`finite_difference`
-checks both, with common random numbers in stochastic mode.
+checks both, with common random numbers in stochastic mode. :func:`contributions` turns
+the gradients of one output into each input's first-order contribution
+(:math:`\theta \, \partial y / \partial \theta`) and elasticity
+(:math:`\partial \log y / \partial \log \theta`), element by element.
 
 Names: a raw parameter goes by its ``model.named_parameters()`` name (e.g.
 ``"params.mortality.raw"``); a constrained value by the path of the module that makes it
@@ -26,7 +29,14 @@ from torch import Tensor, nn
 
 from .parameters import Bounded, Positive, Weekly
 
-__all__ = ["FiniteDifference", "finite_difference", "hessian_vector_product", "sensitivity"]
+__all__ = [
+    "Contributions",
+    "FiniteDifference",
+    "contributions",
+    "finite_difference",
+    "hessian_vector_product",
+    "sensitivity",
+]
 
 Output = Callable[[Mapping[str, Tensor]], Tensor]
 """A scalar read from a model's output ``{name: [T]}``, e.g. ``lambda out: out["deaths"].sum()``."""
@@ -79,43 +89,7 @@ def sensitivity(
     Returns:
         ``{output name: {input name: gradient shaped like the input}}``.
     """
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    with _capture_values(model) as values, _attributes_as_leaves(model, wrt) as leaves:
-        out = _run(model, seed)
-        for name, leaf in leaves.items():
-            if getattr(_attribute_owner(model), name) is not leaf:
-                raise ValueError(
-                    f"{name!r} is set by the model's parameter modules at every call; its "
-                    "sensitivity is that of the parameter module's value (drop it from wrt)."
-                )
-    if outputs is None:
-        outputs = {name: _total(name) for name in out}
-    if not outputs:
-        raise ValueError("no output to differentiate: give outputs={name: fn}.")
-    captured = {name: tensors for name, tensors in values.items() if tensors[0].requires_grad}
-    inputs: list[Tensor] = [*params.values(), *(t for ts in captured.values() for t in ts)]
-    inputs += list(leaves.values())
-    if not inputs:
-        raise ValueError("the model has no parameter with requires_grad and wrt is empty.")
-    result: dict[str, dict[str, Tensor]] = {}
-    names = list(outputs)
-    for k, name in enumerate(names):
-        y = outputs[name](out)
-        if not torch.is_tensor(y) or y.numel() != 1:
-            raise ValueError(f"output {name!r} must be a scalar tensor, got {_describe(y)}.")
-        if not y.requires_grad:
-            grads: Sequence[Tensor | None] = [None] * len(inputs)
-        else:
-            grads = torch.autograd.grad(
-                y.reshape(()), inputs, retain_graph=k < len(names) - 1, allow_unused=True
-            )
-        grads = [torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs)]
-        it = iter(grads)
-        row = {n: next(it) for n in params}
-        for n, tensors in captured.items():
-            row[n] = sum(next(it) for _ in tensors)  # a module called twice: both uses
-        row.update({n: next(it) for n in leaves})
-        result[name] = row
+    result, _, _ = _differentiate(model, outputs, seed, wrt)
     return result
 
 
@@ -239,7 +213,220 @@ def finite_difference(
     )
 
 
+@dataclass
+class Contributions:
+    r"""First-order contributions of inputs to one output, from one forward and one backward
+    pass (:func:`contributions`).
+
+    For each input :math:`\theta` (a constrained value or a protocol attribute), element by
+    element:
+
+    .. math::
+        c_k = \theta_k \frac{\partial y}{\partial \theta_k}
+            = \frac{\partial y}{\partial \log \theta_k}, \qquad
+        e_k = \frac{c_k}{y} = \frac{\partial \log y}{\partial \log \theta_k}
+
+    ``c_k`` is the change in ``y`` per unit relative change of :math:`\theta_k` (``0.01 c_k``
+    for +1 %), ``e_k`` the elasticity (% change of ``y`` per % change of
+    :math:`\theta_k`). Both are local and first order: they describe small changes around
+    the current values and do not split ``y`` into shares (no Shapley value). The sum of an
+    input's elasticities is the elasticity of scaling all its elements together.
+
+    Attributes:
+        output: ``y``, the output's value at the current inputs.
+        value: ``{input: value}`` (detached, the input's shape).
+        gradient: ``{input: dy / d value}`` (the input's shape).
+        labels: ``{input: one label per element}`` (flat order), e.g. the age groups.
+    """
+
+    output: float
+    value: dict[str, Tensor]
+    gradient: dict[str, Tensor]
+    labels: dict[str, list[str]]
+
+    @property
+    def contribution(self) -> dict[str, Tensor]:
+        """``{input: value x gradient}``: ``dy / d log value``, in the output's units."""
+        return {n: self.value[n] * self.gradient[n] for n in self.value}
+
+    @property
+    def elasticity(self) -> dict[str, Tensor]:
+        """``{input: value x gradient / output}``: ``d log y / d log value``."""
+        if self.output == 0:
+            raise ValueError(
+                "the output is 0, so its elasticities are undefined; read `contribution` "
+                "(dy / d log value) instead."
+            )
+        return {n: c / self.output for n, c in self.contribution.items()}
+
+    def names(self) -> list[str]:
+        """``"input[label]"`` for every element (``"input"`` for a scalar), in order."""
+        return [
+            name if self.value[name].dim() == 0 else f"{name}[{label}]"
+            for name, labels in self.labels.items()
+            for label in labels
+        ]
+
+    def table(self) -> str:
+        """A Markdown table: one row per element, with value, gradient, contribution and
+        elasticity, then one row per input with more than one element for its sum."""
+        lines = [
+            f"| input (output = {self.output:.6g}) | value | gradient | contribution "
+            "| elasticity |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        contribution = self.contribution
+        if self.output != 0:
+            elasticity = self.elasticity
+        else:
+            elasticity = {n: torch.full_like(c, math.nan) for n, c in contribution.items()}
+        columns = [
+            [x for n in self.value for x in d[n].reshape(-1).tolist()]
+            for d in (self.value, self.gradient, contribution, elasticity)
+        ]
+        for name, v, g, c, e in zip(self.names(), *columns):
+            lines.append(f"| {name} | {v:.4g} | {g:.4g} | {c:.4g} | {e:.4f} |")
+        for n, c in contribution.items():
+            if c.numel() > 1:
+                e = float(elasticity[n].sum())
+                lines.append(f"| {n} (sum) | | | {float(c.sum()):.4g} | {e:.4f} |")
+        return "\n".join(lines)
+
+
+def contributions(
+    model: nn.Module,
+    output: str | Output | None = None,
+    *,
+    wrt: Mapping[str, Tensor | float | Sequence[float]] | Sequence[str] | None = None,
+    labels: Mapping[str, Sequence[object]] | None = None,
+    seed: int | None = None,
+) -> Contributions:
+    r"""How much each input moves one output, to first order, from one differentiable run.
+
+    One forward pass and one backward pass give :math:`\partial y / \partial \theta_k` for
+    every element of every input; multiplied by the element's value this is its
+    contribution :math:`\partial y / \partial \log \theta_k` and, divided by ``y``, its
+    elasticity (see :class:`Contributions`), e.g. % change in deaths per % change of the
+    susceptibility of each age group or of the weight of each edge type. Checking them with
+    :func:`finite_difference` costs two runs per element.
+
+    The inputs are the model's constrained values (:class:`~lpm_graph.train.Bounded`,
+    :class:`~lpm_graph.train.Positive`, :class:`~lpm_graph.train.Weekly`: the numbers a
+    modeller reasons with; raw unconstrained parameters have no meaningful relative change
+    and are left out) and the protocol attributes named in ``wrt``, as in
+    :func:`sensitivity`.
+
+    In expected mode the result is exact (to rounding). In stochastic mode it is one run's
+    output and the model's gradient estimator for that run: average several seeds, and use
+    ``estimator="stochastic_derivative"`` for an unbiased gradient of the expected output
+    (see :class:`~lpm_graph.train.SimulatorModel`).
+
+    Args:
+        model: a model of :mod:`lpm_graph.train` (``model(seed=...)`` -> ``{name: [T]}``).
+        output: a series name (its total, e.g. ``"deaths"``) or ``fn(model_output)``
+            returning a scalar tensor; default: the total of the model's only series.
+        wrt: protocol attributes to include: names (at their current values) or
+            ``{name: value}`` (set for this pass), e.g. ``["susceptibility",
+            "edge_type_weights"]``.
+        labels: ``{input: one label per element}``, e.g. ``{"susceptibility": AGE_GROUPS}``
+            (default: the flat index).
+        seed: the run's seed (default: the model's own).
+
+    Returns:
+        The :class:`Contributions` of every input to the output.
+
+    Example: ``contributions(model, "deaths", wrt=["susceptibility"], labels={"susceptibility":
+    AGE_GROUPS}).elasticity["susceptibility"]``; a worked example with finite-difference
+    checks is the tutorial *One run, every sensitivity* (``docs/tutorials/sensitivity.md``).
+    """
+    if output is None or isinstance(output, str):
+        fn: Output = _named_total(output)
+    elif callable(output):
+        fn = output
+    else:
+        raise ValueError(
+            f"output must be a series name (e.g. 'deaths') or fn(model_output) -> scalar, got "
+            f"{type(output).__name__}."
+        )
+    attributes = [] if wrt is None else list(wrt)
+    known = [*_value_modules(model), *attributes]
+    if not known:
+        raise ValueError(
+            "nothing to attribute: the model has no constrained value (Bounded, Positive, "
+            "Weekly) and wrt names no protocol attribute; name some, e.g. "
+            "wrt=['edge_type_weights']."
+        )
+    given = dict(labels or {})
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise ValueError(f"labels names {unknown}, which are not inputs; choose from {known}.")
+    grads, ys, values = _differentiate(model, {"output": fn}, seed, wrt)
+    names: dict[str, list[str]] = {}
+    for n, v in values.items():
+        names[n] = [str(x) for x in given[n]] if n in given else [str(k) for k in range(v.numel())]
+        if len(names[n]) != v.numel():
+            raise ValueError(
+                f"labels[{n!r}] has {len(names[n])} labels for the {v.numel()} elements of "
+                f"{n!r}; give one per element."
+            )
+    gradient = {n: grads["output"][n] for n in values}
+    return Contributions(float(ys["output"]), dict(values), gradient, names)
+
+
 # ---------------------------------------------------------------------------- helpers
+
+
+def _differentiate(
+    model: nn.Module,
+    outputs: Mapping[str, Output] | None,
+    seed: int | None,
+    wrt: Mapping[str, Tensor | float | Sequence[float]] | Sequence[str] | None,
+) -> tuple[dict[str, dict[str, Tensor]], dict[str, Tensor], dict[str, Tensor]]:
+    """One forward pass, one backward pass per output: the gradients as
+    :func:`sensitivity` returns them, each output's value, and the value of every
+    constrained value and ``wrt`` attribute (detached)."""
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    with _capture_values(model) as values, _attributes_as_leaves(model, wrt) as leaves:
+        out = _run(model, seed)
+        for name, leaf in leaves.items():
+            if getattr(_attribute_owner(model), name) is not leaf:
+                raise ValueError(
+                    f"{name!r} is set by the model's parameter modules at every call; its "
+                    "sensitivity is that of the parameter module's value (drop it from wrt)."
+                )
+    if outputs is None:
+        outputs = {name: _total(name) for name in out}
+    if not outputs:
+        raise ValueError("no output to differentiate: give outputs={name: fn}.")
+    captured = {name: tensors for name, tensors in values.items() if tensors[0].requires_grad}
+    inputs: list[Tensor] = [*params.values(), *(t for ts in captured.values() for t in ts)]
+    inputs += list(leaves.values())
+    if not inputs:
+        raise ValueError("the model has no parameter with requires_grad and wrt is empty.")
+    result: dict[str, dict[str, Tensor]] = {}
+    ys: dict[str, Tensor] = {}
+    names = list(outputs)
+    for k, name in enumerate(names):
+        y = outputs[name](out)
+        if not torch.is_tensor(y) or y.numel() != 1:
+            raise ValueError(f"output {name!r} must be a scalar tensor, got {_describe(y)}.")
+        ys[name] = y.detach().reshape(())
+        if not y.requires_grad:
+            grads: Sequence[Tensor | None] = [None] * len(inputs)
+        else:
+            grads = torch.autograd.grad(
+                y.reshape(()), inputs, retain_graph=k < len(names) - 1, allow_unused=True
+            )
+        grads = [torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs)]
+        it = iter(grads)
+        row = {n: next(it) for n in params}
+        for n, tensors in captured.items():
+            row[n] = sum(next(it) for _ in tensors)  # a module called twice: both uses
+        row.update({n: next(it) for n in leaves})
+        result[name] = row
+    at = {n: tensors[0].detach() for n, tensors in captured.items()}
+    at.update({n: leaf.detach() for n, leaf in leaves.items()})
+    return result, ys, at
 
 
 def _run(model: nn.Module, seed: int | None) -> Mapping[str, Tensor]:
@@ -248,6 +435,25 @@ def _run(model: nn.Module, seed: int | None) -> Mapping[str, Tensor]:
 
 def _total(name: str) -> Output:
     return lambda out: out[name].sum()
+
+
+def _named_total(name: str | None) -> Output:
+    """The total of series ``name`` (``None``: of the model's only series)."""
+
+    def total(out: Mapping[str, Tensor]) -> Tensor:
+        if name is None and len(out) != 1:
+            raise ValueError(
+                f"the model returns several series {list(out)}: name one, e.g. "
+                f"output={next(iter(out))!r}, or give output=fn."
+            )
+        key = next(iter(out)) if name is None else name
+        if key not in out:
+            raise ValueError(
+                f"output {key!r} is not a series of the model; choose from {list(out)}."
+            )
+        return out[key].sum()
+
+    return total
 
 
 def _describe(y: object) -> str:
