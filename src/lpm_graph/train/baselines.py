@@ -262,8 +262,11 @@ def _rk4(
 
 # ---------------------------------------------------------------------- gradient-free calibration
 
-GRADIENT_FREE_METHODS: tuple[str, ...] = ("nelder-mead", "differential-evolution", "cma")
-"""Methods of :func:`calibrate_gradient_free` (``"cma"`` needs the ``cma`` package)."""
+GRADIENT_FREE_METHODS: tuple[str, ...] = ("nelder-mead", "differential-evolution", "cma", "tpe")
+"""Methods of :func:`calibrate_gradient_free` (``"cma"`` and ``"tpe"`` need the
+``calibrate`` extra: ``pip install 'lpm-graph[calibrate]'``)."""
+
+_EXTRA = "pip install 'lpm-graph[calibrate]'"
 
 Loss = Callable[[Mapping[str, Tensor], Mapping[str, Tensor], Days], Tensor]
 
@@ -304,8 +307,10 @@ def calibrate_gradient_free(
     seed: int = 0,
     bounds: tuple[float, float] = (-6.0, 6.0),
     step: float = 0.5,
+    time_limit: float | None = None,
 ) -> GradientFreeResult:
-    r"""Calibrate ``model`` to ``target`` without gradients, within ``budget`` model runs.
+    r"""Calibrate ``model`` to ``target`` without gradients, within ``budget`` model runs
+    (and ``time_limit`` seconds, if given).
 
     The search space is the flattened raw (unconstrained) values of every parameter with
     ``requires_grad``, in ``model.named_parameters()`` order, so the constraints of
@@ -313,7 +318,8 @@ def calibrate_gradient_free(
     ``model()`` under ``torch.no_grad()`` and computes ``loss(model(), target, train)``
     (default :func:`~lpm_graph.train.losses.normalized_mse`, the Trainer's). The objective
     counts its calls and stops the optimiser at ``budget``, so ``evaluations <= budget``
-    whatever the method; the best point seen is written back into the model.
+    whatever the method (and at the first call after ``time_limit`` seconds, the optimiser's
+    own work included); the best point seen is written back into the model.
 
     Methods (:data:`GRADIENT_FREE_METHODS`):
 
@@ -327,8 +333,19 @@ def calibrate_gradient_free(
         would spend evaluations outside the count). The population is ``popsize * D`` with
         ``popsize`` between 1 and 15, chosen for at least 10 generations within the budget.
     ``"cma"``
-        CMA-ES (``cma`` package, if installed) from the current values with step ``step``,
-        within ``bounds``.
+        CMA-ES (:class:`cmaes.CMA`, ask/tell) with mean the current values (clipped to
+        ``bounds``), step ``sigma = step`` and the library's default population
+        (``4 + 3 ln D``), within the box ``bounds``; it stops early when its own
+        convergence test (``should_stop``) holds.
+    ``"tpe"``
+        Optuna's Tree-structured Parzen Estimator (:class:`optuna.samplers.TPESampler`,
+        default settings) over the box ``bounds`` on every raw value, the current values
+        being the first trial. One trial is one evaluation. Optuna's log is silenced
+        during the call (its verbosity is restored after).
+
+    ``"cma"`` and ``"tpe"`` need the ``calibrate`` extra (``cmaes``, ``optuna``), imported
+    only when asked for. Every method is deterministic given ``seed`` (Nelder-Mead does not
+    use it).
 
     Args:
         model: any model of :mod:`lpm_graph.train` (``model()`` -> ``{name: [T]}``).
@@ -338,8 +355,11 @@ def calibrate_gradient_free(
         budget: maximum number of model evaluations.
         loss: ``loss(prediction, target, train) -> scalar``.
         seed: seed of the stochastic optimisers.
-        bounds: box on the raw values (differential evolution and CMA-ES).
+        bounds: box on the raw values (differential evolution, CMA-ES and TPE).
         step: initial step in raw units (Nelder-Mead simplex, CMA-ES sigma).
+        time_limit: seconds after which no further evaluation starts (``None``: no limit;
+            the first evaluation always runs). The points evaluated are those of the run
+            without it, only fewer: a run cut by time is a prefix of the seeded run.
     """
     if method not in GRADIENT_FREE_METHODS:
         raise ValueError(f"method={method!r} is not known; choose one of {GRADIENT_FREE_METHODS}.")
@@ -348,14 +368,17 @@ def calibrate_gradient_free(
     low, high = (float(b) for b in bounds)
     if not low < high:
         raise ValueError(f"bounds must be (low, high) with low < high, got {bounds!r}.")
-    if method == "cma":
-        try:
-            import cma
-        except ImportError as err:
-            raise ImportError(
-                "method='cma' needs the cma package (`pip install cma`); or use "
-                "method='nelder-mead' or 'differential-evolution'."
-            ) from err
+    if not (isinstance(step, (int, float)) and math.isfinite(step) and step > 0):
+        raise ValueError(
+            f"step must be a finite positive number (raw units), got {step!r}; e.g. step=0.5."
+        )
+    if time_limit is not None and not (
+        isinstance(time_limit, (int, float)) and math.isfinite(time_limit) and time_limit > 0
+    ):
+        raise ValueError(
+            f"time_limit must be a finite positive number of seconds or None, got {time_limit!r}."
+        )
+    optimiser = _import_optimiser(method)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if not named:
         raise ValueError("the model has no parameter with requires_grad to calibrate.")
@@ -375,7 +398,9 @@ def calibrate_gradient_free(
     best: dict[str, object] = {"loss": math.inf, "x": x0.copy()}
 
     def objective(x: np.ndarray) -> float:
-        if len(history) >= budget:
+        if len(history) >= budget or (  # at least one evaluation, whatever the time
+            history and time_limit is not None and time.perf_counter() - start > time_limit
+        ):
             raise _BudgetSpent
         write(x)
         with torch.no_grad():
@@ -422,17 +447,14 @@ def calibrate_gradient_free(
             else:  # scipy < 1.15
                 kwargs["seed"] = seed
             differential_evolution(objective, [(low, high)] * dim, **kwargs)
+        elif method == "cma":
+            box = np.tile([low, high], (dim, 1))  # [D, 2]
+            es = optimiser(mean=np.clip(x0, low, high), sigma=float(step), bounds=box, seed=seed)
+            while not es.should_stop():
+                points = [es.ask() for _ in range(es.population_size)]
+                es.tell([(x, objective(x)) for x in points])
         else:
-            options = {
-                "maxfevals": budget,
-                "seed": seed + 1,  # cma treats seed 0 as "seed from the clock"
-                "verbose": -9,
-                "bounds": [low, high],
-            }
-            es = cma.CMAEvolutionStrategy(np.clip(x0, low, high), step, options)
-            while not es.stop():
-                points = es.ask()
-                es.tell(points, [objective(x) for x in points])
+            _tpe(optimiser, objective, np.clip(x0, low, high), low, high, budget, seed)
     except _BudgetSpent:
         pass
     wall = time.perf_counter() - start
@@ -441,3 +463,49 @@ def calibrate_gradient_free(
     write(x_best)
     parameters = {n: p.detach().clone() for n, p in named}
     return GradientFreeResult(parameters, float(best["loss"]), len(history), wall, history)  # type: ignore[arg-type]
+
+
+def _import_optimiser(method: str) -> Any:
+    """The optional optimiser behind ``method`` (``cmaes.CMA``, the ``optuna`` module), or
+    ``None`` for the scipy methods; a missing package is an ImportError naming the extra."""
+    if method not in ("cma", "tpe"):
+        return None
+    package = {"cma": "cmaes", "tpe": "optuna"}[method]
+    try:
+        if method == "cma":
+            from cmaes import CMA
+
+            return CMA
+        import optuna
+
+        return optuna
+    except ImportError as err:
+        raise ImportError(
+            f"method={method!r} needs the {package} package: {_EXTRA}; or use "
+            "method='nelder-mead' or 'differential-evolution' (scipy only)."
+        ) from err
+
+
+def _tpe(
+    optuna: Any,
+    objective: Callable[[np.ndarray], float],
+    x0: np.ndarray,
+    low: float,
+    high: float,
+    budget: int,
+    seed: int,
+) -> None:
+    """Optuna's TPE over the box ``[low, high] ** D`` for ``budget`` trials, ``x0`` first."""
+    names = [f"x{k}" for k in range(x0.size)]
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a line per trial otherwise
+    try:
+        study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))
+        study.enqueue_trial(dict(zip(names, x0.tolist())))
+
+        def trial_objective(trial: Any) -> float:
+            return objective(np.array([trial.suggest_float(n, low, high) for n in names]))
+
+        study.optimize(trial_objective, n_trials=budget)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
