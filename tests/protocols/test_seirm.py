@@ -276,3 +276,19 @@ def test_gradient_of_deaths_on_franklin_matches_finite_differences():
     fd = float((up - down).mean()) / (2 * h * r0)
     assert fd > 0 and float(r.grad) > 0
     assert abs(float(r.grad) - fd) < 0.25 * fd, (float(r.grad), fd)
+
+
+def test_per_agent_cache_is_not_fooled_by_a_reused_address():
+    # A new tensor at a freed tensor's address (version 0 both) once got the freed one's
+    # cached values[age]: finite differences of the susceptibility were then wrong at
+    # random (the allocator decides). Two tensors over one numpy buffer reproduce it.
+    np = pytest.importorskip("numpy")
+    graph = erdos_renyi(16, 3, seed=0)
+    graph.set_node_attrs(age_group=torch.arange(16) % 8)
+    seirm = SEIRM()
+    buffer = np.array(GRADABM_SUSCEPTIBILITY, dtype=np.float32)
+    first = torch.from_numpy(buffer)
+    assert torch.equal(seirm.per_agent(graph, "s", first), first[graph.node_attrs()["age_group"]])
+    buffer[:] = 2.0  # same address, version 0: only the object differs
+    second = torch.from_numpy(buffer)
+    assert torch.equal(seirm.per_agent(graph, "s", second), torch.full((16,), 2.0))

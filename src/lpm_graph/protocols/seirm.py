@@ -388,8 +388,10 @@ class SEIRM(CompartmentalProtocol):
         cache = self._per_agent.setdefault(graph, {})
         stamp = tuple((v.data_ptr(), v._version, v.dtype, v.device) for v in (values, age))
         hit = cache.get(key)
-        if hit is None or hit[0] != stamp:
-            hit = cache[key] = (stamp, values[age])
+        # the same objects, unchanged since: a new tensor at a freed one's address (version 0
+        # both) is another tensor; holding the pair keeps their ids from being reused
+        if hit is None or hit[0] != stamp or hit[2][0] is not values or hit[2][1] is not age:
+            hit = cache[key] = (stamp, values[age], (values, age))
         return hit[1]
 
     def prepare(self, graph: PopulationGraph, whole_graph: PopulationGraph) -> None:
