@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
 import platform
 import sys
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from .graph import PopulationGraph
     from .protocols import Protocol
     from .simulator import Trajectory
-    from .train.experiment import ExperimentResult
+    from .train.experiment import ExperimentResult, ExperimentState
 
 
 class UsageError(ValueError):
@@ -142,45 +143,94 @@ def _import_problem(package: str) -> str | None:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from .outputs import OutputFolder
-    from .train.experiment import CountyExperiment, run_county_experiment
+    from dataclasses import asdict
 
-    optional = {"epochs": args.epochs, "patience": args.patience, "lr": args.lr}
-    cfg = CountyExperiment(
-        county=args.county,
-        population=args.population,
-        agents=args.agents,
-        start=args.start,
-        forecast_date=args.forecast_date,
-        budget=args.budget,
-        method=args.method,
-        uncertainty_seeds=args.seeds,
-        seed=args.seed,
-        **{k: v for k, v in optional.items() if v is not None},
-    )
+    from .datasets.series import COUNTY_NAMES, COUNTY_POPULATIONS
+    from .outputs import OutputFolder
+    from .train.experiment import CountyExperiment, ExperimentState, run_county_experiment
+
+    given = {
+        "county": args.county,
+        "population": args.population,
+        "agents": args.agents,
+        "start": args.start,
+        "forecast_date": args.forecast_date,
+        "epochs": args.epochs,
+        "patience": args.patience,
+        "lr": args.lr,
+        "budget": args.budget,
+        "method": args.method,
+        "uncertainty_seeds": args.seeds,
+        "seed": args.seed,
+    }
+    given = {k: v for k, v in given.items() if v is not None}
+    cfg = CountyExperiment.quick(**given) if args.quick else CountyExperiment(**given)
+    output = args.output or ("calibration-quick" if args.quick else "calibration")
     out = OutputFolder(
-        args.output,
+        output,
         "calibrate",
         "results.json",
         ("metrics.md", "forecast.png"),
         legacy=("config", "metrics"),
     )
-    print(f"calibrating county {cfg.county}: {cfg}")
-    start = time.perf_counter()
-    result = run_county_experiment(cfg)
+    state = ExperimentState(out.path / _STATE)
+    if not args.restart:
+        _refuse_another_configuration(out.path, state, asdict(cfg))
+    resumed = state.config is not None and not args.restart
+
+    name = COUNTY_NAMES[cfg.county]
+    if cfg.county == "25011":
+        people = "its real contact network of 70,916 agents"
+    else:
+        population = cfg.population or COUNTY_POPULATIONS[cfg.county]
+        people = f"{population:,.0f} people simulated by {cfg.agents:,} synthetic agents"
+    budget = cfg.budget or cfg.epochs
+    print(f"calibrating {name} County ({cfg.county}): {people}")
+    print(
+        f"  {cfg.epochs} epochs per trained model (patience {cfg.patience}), {budget} "
+        f"{cfg.method} runs, {cfg.uncertainty_seeds} stochastic runs per simulator; fit from "
+        f"{cfg.start}, forecast from {cfg.forecast_date}, seed {cfg.seed}; "
+        f"{args.threads} CPU thread(s)"
+    )
+    if args.quick:
+        print(
+            "  quick profile (--quick): a look at the whole run in about a minute; the full "
+            "default (5-10 minutes) drops --quick"
+        )
+    if resumed:
+        print(f"  continuing the run recorded in {state.folder} (--restart starts afresh)")
+    else:
+        print(f"  progress is recorded in {state.folder}: run the same command to continue")
+    start, threads = time.perf_counter(), torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        result = run_county_experiment(
+            cfg, state=state, restart=args.restart, progress=not args.no_progress
+        )
+    except KeyboardInterrupt:
+        print(
+            f"\nstopped; the run so far is in {state.folder}: run the same command again to "
+            "continue it",
+            file=sys.stderr,
+        )
+        raise
+    finally:
+        torch.set_num_threads(threads)
     print(f"\nforecasts from {result.dates[result.forecast_start]} (weekly deaths, reported):\n")
     print(result.table())
     print(f"\n{'model':<48} {'runs':>6} {'time (s)':>9} {'train loss':>11}")
-    for name, seconds in result.wall_time.items():
-        runs, loss = result.evaluations[name], result.train_loss[name]
-        print(f"{name:<48} {runs:>6} {seconds:>9.1f} {loss:>11.4g}")
-    print(f"\ntotal {time.perf_counter() - start:.0f} s")
+    for model, seconds in result.wall_time.items():
+        runs, loss = result.evaluations[model], result.train_loss[model]
+        print(f"{model:<48} {runs:>6} {seconds:>9.1f} {loss:>11.4g}")
+    print(f"\ntotal {time.perf_counter() - start:.0f} s{' (this session)' if resumed else ''}")
     with out.writing() as stage:
         (stage / "metrics.md").write_text(result.table() + "\n")
         _plot_calibration(result, cfg.county, stage / "forecast.png")
         out.commit(
             {
-                "config": vars(cfg),
+                "config": asdict(cfg),
+                "profile": "quick" if args.quick else "default",
+                "state": _STATE,
                 "metrics": result.metrics,
                 "wall_time": result.wall_time,
                 "evaluations": result.evaluations,
@@ -192,6 +242,37 @@ def _calibrate(args: argparse.Namespace) -> int:
         print(f"plot: {out.path / 'forecast.png'}")
     print(f"results: {out.path / 'results.json'}, {out.path / 'metrics.md'}")
     return 0
+
+
+_STATE = "calibrate-state"  # the folder of a calibrate run's state, inside --output
+
+
+def _refuse_another_configuration(
+    folder: Path, state: ExperimentState, config: dict[str, Any]
+) -> None:
+    """A UsageError if ``folder`` holds the state, or else the finished results, of a run
+    with another configuration (they are replaced only with --restart)."""
+    changed = state.differences(config)
+    what = f"the state of an unfinished or finished run ({folder / _STATE})"
+    if state.config is None:
+        try:
+            record = json.loads((folder / "results.json").read_text())
+        except (OSError, ValueError):
+            return
+        if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
+            return
+        saved = record["config"]
+        plain = json.loads(json.dumps(config, default=str))
+        changed = {k: (saved.get(k), plain.get(k)) for k in sorted({*saved, *plain})
+                   if saved.get(k) != plain.get(k)}  # fmt: skip
+        what = f"the results of a run ({folder / 'results.json'})"
+    if changed:
+        listed = "; ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items())
+        raise UsageError(
+            f"--output {str(folder)!r} holds {what} with other settings ({listed}). Run "
+            "with the same settings to continue or redo it, add --restart to discard it and "
+            "start afresh, or choose another --output."
+        )
 
 
 def _plot_calibration(result: ExperimentResult, county: str, path: Path) -> None:
@@ -814,24 +895,46 @@ def build_parser() -> argparse.ArgumentParser:
     cal = sub.add_parser(
         "calibrate",
         help="calibrate SEIRM to a Massachusetts county's 2020 deaths and forecast 1-4 weeks",
+        description="Fit three gradient-trained models (the agent-based SEIRM driven by "
+        "CalibNN, the same with free weekly parameters, and the SEIRM ODE) and one "
+        "gradient-free fit of the agent-based SEIRM to a county's daily deaths, then score "
+        "their 1-4 week forecasts against persistence. Progress bars (stderr) show each "
+        "model's epochs, training and validation loss, the gradient-free runs and the "
+        "stochastic runs for the bands. The full default (Middlesex, 10,000 agents, 80 epochs) "
+        "takes 5-10 minutes on two busy CPU cores; --quick about a minute. The run records its "
+        f"progress in DIR/{_STATE} as it goes: run the same command again after an "
+        "interruption (Ctrl-C, kill) and it continues, to the same results. A run with other "
+        "settings is refused in a folder that holds a run (--restart discards it). Writes "
+        "results.json, metrics.md and forecast.png into DIR.",
     )
-    cal.add_argument("--county", default="25011", help="FIPS code (default 25011, Franklin)")
+    cal.add_argument(
+        "--county",
+        default=None,
+        help="FIPS code of a Massachusetts county (default 25017, Middlesex; 25011, "
+        "Franklin, runs on its real contact network)",
+    )
     cal.add_argument(
         "--population",
         type=_positive_float,
         default=None,
-        help="inhabitants (counties other than 25011)",
+        help="inhabitants the synthetic agents stand for (default: the county's 2019 "
+        "population; not 25011)",
     )
     cal.add_argument(
-        "--agents", type=_positive_int, default=100_000, help="synthetic agents (not 25011)"
+        "--agents",
+        type=_positive_int,
+        default=None,
+        help="synthetic agents (default 10000; --quick 1000; not 25011)",
     )
-    cal.add_argument("--start", default="2020-03-01", help="first simulated day")
-    cal.add_argument("--forecast-date", default="2020-12-04", help="first forecast day")
+    cal.add_argument("--start", default=None, help="first simulated day (default 2020-03-01)")
+    cal.add_argument(
+        "--forecast-date", default=None, help="first forecast day (default 2020-12-04)"
+    )
     cal.add_argument(
         "--epochs",
         type=_non_negative_int,
         default=None,
-        help="epochs per trained model (default 150)",
+        help="epochs per trained model (default 80; --quick 10)",
     )
     cal.add_argument(
         "--patience", type=_positive_int, default=None, help="early-stopping patience (default 40)"
@@ -840,14 +943,49 @@ def build_parser() -> argparse.ArgumentParser:
         "--lr", type=_positive_float, default=None, help="Adam learning rate (default 0.05)"
     )
     cal.add_argument(
-        "--budget", type=_positive_int, default=None, help="runs of the gradient-free fit"
+        "--budget",
+        type=_positive_int,
+        default=None,
+        help="runs of the gradient-free fit (default: --epochs; --quick 10)",
     )
-    cal.add_argument("--method", default="nelder-mead", help="gradient-free method")
+    cal.add_argument("--method", default=None, help="gradient-free method (default nelder-mead)")
     cal.add_argument(
-        "--seeds", type=_non_negative_int, default=5, help="stochastic runs for the bands"
+        "--seeds",
+        type=_non_negative_int,
+        default=None,
+        help="stochastic runs per simulator for the bands (default 5; --quick 2)",
     )
-    cal.add_argument("--seed", type=_non_negative_int, default=0, help="random seed")
-    cal.add_argument("--output", default="calibration", help="folder for results and plot")
+    cal.add_argument("--seed", type=_non_negative_int, default=None, help="random seed (default 0)")
+    cal.add_argument(
+        "--quick",
+        action="store_true",
+        help="the small profile: 1000 agents, 10 epochs, 10 gradient-free runs, 2 seeds "
+        "(options given too override it); output calibration-quick",
+    )
+    cal.add_argument(
+        "--output",
+        default=None,
+        metavar="DIR",
+        help="folder for the results, the plot and the run's state (default calibration; "
+        "calibration-quick with --quick)",
+    )
+    cal.add_argument(
+        "--restart",
+        action="store_true",
+        help="discard the run recorded in DIR (its state, and its results once the new run "
+        "finishes) and start afresh",
+    )
+    cal.add_argument(
+        "--no-progress", action="store_true", help="no progress bars (they go to stderr)"
+    )
+    cal.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=1,
+        help="CPU threads of torch (default 1: the runs are thousands of small steps, and "
+        "on a busy 2-core machine 2 threads made an epoch 3-30x slower; more can help "
+        "Franklin's 70,916 agents on an idle machine)",
+    )
     cal.set_defaults(func=_calibrate)
     info = sub.add_parser(
         "info",

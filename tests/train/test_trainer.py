@@ -311,6 +311,29 @@ def test_progress_bar_and_logging(caplog, capsys):
     y = {"y": torch.ones(10, dtype=torch.float64)}
     with caplog.at_level("INFO", logger="lpm_graph.train.trainer"):
         Trainer(Line(), progress=True, log_every=2).fit(y, slice(0, 5), slice(5, 10), epochs=4)
-    assert [r.getMessage()[:9] for r in caplog.records] == ["epoch 2/4", "epoch 4/4"]
+    assert [r.getMessage()[:14] for r in caplog.records] == ["fit: epoch 2/4", "fit: epoch 4/4"]
     assert "val" in caplog.records[0].getMessage()
-    assert capsys.readouterr().out == ""  # the bar goes to stderr, nothing is printed
+    captured = capsys.readouterr()
+    assert captured.out == ""  # the bar goes to stderr, nothing is printed
+    assert "fit: 100%" in captured.err and "4/4" in captured.err
+    assert "loss=" in captured.err and "val=" in captured.err
+
+
+def test_progress_per_fit_named_and_resumed(tmp_path, capsys):
+    y = {"y": torch.ones(10, dtype=torch.float64)}
+    path = tmp_path / "c.pt"
+    Trainer(Line(), progress=True).fit(y, slice(0, 5), epochs=2, progress=False)
+    assert capsys.readouterr().err == ""  # fit(progress=False) overrides the Trainer's
+    Trainer(Line(), checkpoint=path, name="line").fit(y, slice(0, 5), epochs=2, progress=True)
+    err = capsys.readouterr().err
+    assert "line: 100%" in err and "2/2" in err and "loss=" in err and "val=" not in err
+    Trainer(Line(), checkpoint=path, name="line").fit(
+        y, slice(0, 5), epochs=4, resume=True, progress=True
+    )
+    err = capsys.readouterr().err
+    assert "line:  50%" in err and "4/4" in err  # the bar starts at the resumed epoch
+    Trainer(Line(), checkpoint=path, name="line").fit(
+        y, slice(0, 5), epochs=4, resume=True, progress=True
+    )
+    err = capsys.readouterr().err  # finished already: its full bar and last loss
+    assert "line: 100%" in err and "4/4" in err and "loss=" in err

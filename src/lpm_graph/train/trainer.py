@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -137,6 +138,16 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _postfix(history: History) -> dict[str, str]:
+    """The progress bar's last training (and validation) loss."""
+    post = {"loss": f"{history.loss[-1]:.4g}"}
+    if history.val_loss:
+        post["val"] = f"{history.val_loss[-1]:.4g}"
+    if history.stopped_early:
+        post["stopped"] = "early"
+    return post
+
+
 def _same_file(a: Path | None, b: Path | None) -> bool:
     return a is not None and b is not None and a.resolve() == b.resolve()
 
@@ -178,7 +189,9 @@ class Trainer:
         checkpoint_every: write the checkpoint every this many epochs (and after the last).
         overwrite: let a :meth:`fit` that starts afresh replace an existing checkpoint file
             (default ``False``: such a fit refuses before any work).
-        progress: show a tqdm bar with the current losses.
+        progress: show a tqdm bar on stderr: epochs done of ``epochs``, and the last
+            training and validation losses (``fit(progress=...)`` overrides it per fit).
+        name: what the bar and the log lines call the model (default ``"fit"``).
         seeds: per-epoch seeds of a stochastic model: an int ``base`` (epoch ``e`` calls
             ``model(seed=base + e)``) or one seed per epoch; ``None`` calls ``model()``.
         log_every: log the losses (``logging.INFO``) every this many epochs (``None``: never).
@@ -200,6 +213,7 @@ class Trainer:
         seeds: int | Sequence[int] | None = None,
         log_every: int | None = 10,
         overwrite: bool = False,
+        name: str = "fit",
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be an nn.Module, got {type(model).__name__}.")
@@ -256,7 +270,8 @@ class Trainer:
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.checkpoint_every = checkpoint_every
         self.overwrite = bool(overwrite)
-        self.progress = progress
+        self.progress = bool(progress)
+        self.name = str(name)
         self.seeds = seeds
         self.log_every = log_every
         self._pending: dict[str, Any] | None = None  # a checkpoint loaded by resume()
@@ -357,6 +372,7 @@ class Trainer:
         epochs: int = 100,
         *,
         resume: bool = False,
+        progress: bool | None = None,
     ) -> History:
         """Fit the model to ``target`` on the days ``train``, validating on ``val``.
 
@@ -370,6 +386,8 @@ class Trainer:
                 otherwise). A checkpoint loaded by :meth:`resume` is continued either way.
                 Without it, an existing checkpoint file is an error unless
                 ``Trainer(overwrite=True)``.
+            progress: show the progress bar (``None``: as ``Trainer(progress=...)``). It
+                goes to stderr and starts at the epoch a resumed fit continues from.
 
         Returns:
             The :class:`History` of the whole run (resumed epochs included).
@@ -435,10 +453,13 @@ class Trainer:
         end = start if history.stopped_early else epochs
         elapsed = history.wall_time
         bar = None
-        if self.progress and start < end:
+        if (self.progress if progress is None else progress) and (start < end or start > 0):
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=epochs, initial=start, unit="epoch", desc="fit")
+            # a fit resumed at its end shows its finished bar and last losses
+            bar = tqdm(total=epochs, initial=start, unit="epoch", desc=self.name, file=sys.stderr)
+            if start > 0:
+                bar.set_postfix(_postfix(history), refresh=start == end)
         try:
             for epoch in range(start, end):
                 self.model.train()
@@ -493,14 +514,12 @@ class Trainer:
                         }
                     )
                 if bar is not None:
-                    post = {"loss": f"{history.loss[-1]:.4g}"}
-                    if val is not None:
-                        post["val"] = f"{history.val_loss[-1]:.4g}"
-                    bar.set_postfix(post)
+                    bar.set_postfix(_postfix(history), refresh=False)
                     bar.update(1)
                 if self.log_every is not None and (epoch + 1) % self.log_every == 0:
                     logger.info(
-                        "epoch %d/%d: loss %.6g%s",
+                        "%s: epoch %d/%d: loss %.6g%s",
+                        self.name,
                         epoch + 1,
                         epochs,
                         history.loss[-1],
@@ -513,7 +532,8 @@ class Trainer:
                 bar.close()
         if history.stopped_early:
             logger.info(
-                "stopped after %d epochs without improvement; best epoch %d (loss %.6g)",
+                "%s: stopped after %d epochs without improvement; best epoch %d (loss %.6g)",
+                self.name,
                 self.patience,
                 history.best_epoch,
                 history.best_loss,
