@@ -81,9 +81,12 @@ def test_the_population_defaults_to_the_county_census():
     assert quick.agents < CountyExperiment().agents and quick.epochs < CountyExperiment().epochs
 
 
-def test_windows_are_checked():
+def test_windows_are_checked(tmp_path):
     with pytest.raises(ValueError, match="run past the data"):
-        run_county_experiment(CountyExperiment(**{**TINY, "forecast_date": "2020-12-20"}))
+        run_county_experiment(
+            CountyExperiment(**{**TINY, "forecast_date": "2020-12-20"}), state=tmp_path / "s"
+        )
+    assert not (tmp_path / "s").exists()  # no state begun: the corrected run is not refused
 
 
 def _same(a, b) -> None:
@@ -155,6 +158,10 @@ def test_a_state_of_another_configuration_is_refused(tmp_path):
     assert (tmp_path / "state" / "notes.txt").read_text() == "mine"
     state.clear()
     assert sorted(p.name for p in (tmp_path / "state").iterdir()) == ["notes.txt"]
+    old = {"format": "lpm-graph/county-experiment-state/0", "config": {}, "models": []}
+    (tmp_path / "state" / "config.json").write_text(json.dumps(old))
+    with pytest.raises(ValueError, match="another version of the experiment.*--restart"):
+        run_county_experiment(changed, state=state)
 
 
 def test_progress_bars_go_to_stderr(tmp_path, capsys):

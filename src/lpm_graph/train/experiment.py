@@ -182,6 +182,8 @@ class ExperimentState:
     """
 
     FORMAT = "lpm-graph/county-experiment-state/1"
+    """Bump it when a change to the experiment's models makes an older state wrong to
+    continue (the names of the models are checked already)."""
     FILES = ("config.json", "gradient-free.pt", "bands.pt")
 
     def __init__(self, folder: str | Path) -> None:
@@ -200,10 +202,16 @@ class ExperimentState:
             saved = json.loads(path.read_text())
         except ValueError:
             saved = None
-        if not isinstance(saved, dict) or saved.get("format") != self.FORMAT:
+        found = saved.get("format") if isinstance(saved, dict) else None
+        if found != self.FORMAT:
+            what = (
+                f"the state of another version of the experiment ({found})"
+                if isinstance(found, str) and found.startswith("lpm-graph/county-experiment")
+                else "not the configuration of a county-experiment state"
+            )
             raise ValueError(
-                f"{path} is not the configuration of a county-experiment state; move the "
-                "folder away or start afresh (restart=True) to replace it."
+                f"{path} is {what}; start afresh (restart=True; `lpm-graph calibrate "
+                "--restart`), which deletes the state, or move the folder away."
             )
         return {"config": saved["config"], "models": saved["models"]}
 
@@ -235,7 +243,8 @@ class ExperimentState:
             raise ValueError(
                 f"the state in {str(self.folder)!r} belongs to a run with another "
                 f"configuration ({listed}); run with the same configuration to continue it, "
-                "or start afresh (restart=True), which deletes that state."
+                "or start afresh (restart=True; `lpm-graph calibrate --restart`), which "
+                "deletes that state."
             )
         if self.config is None:
             atomic_write(
@@ -305,9 +314,9 @@ def run_county_experiment(
     free_name = f"lpm-graph SEIRM, gradient-free ({cfg.method})"
     trained = ["lpm-graph SEIRM + CalibNN", "lpm-graph SEIRM, free weekly parameters",
                "SEIRM ODE (well mixed)"]  # fmt: skip
+    data = _county_data(cfg)  # (checks the windows before a state is begun)
     if state is not None:
         state.open(cfg, [*trained, free_name], restart=restart)
-    data = _county_data(cfg)
     graph, scale = _population(cfg)
     steps, train, val, forecast = data["steps"], data["train"], data["val"], data["forecast"]
     weeks = math.ceil(train.stop / 7)
