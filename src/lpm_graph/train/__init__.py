@@ -2,11 +2,13 @@
 
 from .baselines import SEIRMODE, GradientFreeResult, calibrate_gradient_free
 from .calibnn import CalibNN
+from .forecast import ForecastConfig, ForecastResult, plot_forecasts, rolling_forecast
 from .losses import normalized_mse
 from .metrics import forecast_metrics, mae, metrics_table, nd, rmse
 from .model import ParameterSet, SimulatorModel
 from .parameters import Bounded, Positive, Weekly
 from .plot import plot_forecast
+from .regional import RegionalCalibNN, RegionalODE, RegionalSEIRM, disjoint_union
 from .sensitivity import (
     Contributions,
     FiniteDifference,
@@ -22,10 +24,15 @@ __all__ = [
     "CalibNN",
     "Contributions",
     "FiniteDifference",
+    "ForecastConfig",
+    "ForecastResult",
     "History",
     "LOSSES",
     "ParameterSet",
     "Positive",
+    "RegionalCalibNN",
+    "RegionalODE",
+    "RegionalSEIRM",
     "SEIRMODE",
     "GradientFreeResult",
     "SimulatorModel",
@@ -33,6 +40,7 @@ __all__ = [
     "Weekly",
     "calibrate_gradient_free",
     "contributions",
+    "disjoint_union",
     "finite_difference",
     "forecast_metrics",
     "hessian_vector_product",
@@ -41,6 +49,8 @@ __all__ = [
     "nd",
     "normalized_mse",
     "plot_forecast",
+    "plot_forecasts",
     "rmse",
+    "rolling_forecast",
     "sensitivity",
 ]
