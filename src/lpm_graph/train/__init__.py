@@ -3,7 +3,7 @@
 from .baselines import SEIRMODE, GradientFreeResult, calibrate_gradient_free
 from .calibnn import CalibNN
 from .forecast import ForecastConfig, ForecastResult, plot_forecasts, rolling_forecast
-from .losses import normalized_mse
+from .losses import log_mse, normalized_mse
 from .metrics import forecast_metrics, mae, metrics_table, nd, rmse
 from .model import ParameterSet, SimulatorModel
 from .parameters import Bounded, Positive, Weekly
@@ -44,6 +44,7 @@ __all__ = [
     "finite_difference",
     "forecast_metrics",
     "hessian_vector_product",
+    "log_mse",
     "mae",
     "metrics_table",
     "nd",

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ..graph.storage import atomic_save, load_checked
-from .losses import normalized_mse
+from .losses import log_mse, normalized_mse
 
 __all__ = ["LOSSES", "History", "Trainer"]
 
@@ -28,7 +28,7 @@ LossFn = Callable[[Mapping[str, Tensor], Mapping[str, Tensor], slice], Tensor]
 CHECKPOINT_FORMAT = "lpm-graph/trainer-checkpoint/1"
 
 
-LOSSES: dict[str, LossFn] = {"mse": normalized_mse}
+LOSSES: dict[str, LossFn] = {"mse": normalized_mse, "log_mse": log_mse}
 """The loss shortcuts ``Trainer(loss=...)`` accepts by name."""
 
 
@@ -169,7 +169,8 @@ class Trainer:
 
     Args:
         model: the model to fit (its parameters that require grad are trained).
-        loss: ``"mse"`` (:data:`LOSSES` ``["mse"]``, the default) or a callable
+        loss: ``"mse"`` (:func:`~lpm_graph.train.losses.normalized_mse`, the default),
+            ``"log_mse"`` (:func:`~lpm_graph.train.losses.log_mse`) or a callable
             ``loss(prediction, target, days) -> scalar`` with ``prediction`` and ``target``
             dicts of daily series and ``days`` the slice of days scored.
         optimizer: ``None`` for ``Adam(lr=lr)``, a callable ``params -> optimizer``, or an
