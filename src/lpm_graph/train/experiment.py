@@ -31,7 +31,7 @@ from ..graph.storage import atomic_save, atomic_write, load_checked, remove_stal
 from ..protocols import SEIRM
 from .baselines import GRADIENT_FREE_METHODS, SEIRMODE, calibrate_gradient_free
 from .calibnn import CalibNN
-from .losses import normalized_mse
+from .losses import log_mse
 from .metrics import forecast_metrics, metrics_table
 from .model import ParameterSet, SimulatorModel
 from .parameters import Bounded, Weekly
@@ -45,6 +45,8 @@ SIGNALS = ("doctor_visits", "wili", "wcli")
 R_BOUNDS = (0.3, 6.0)
 MORTALITY_BOUNDS = (0.001, 0.3)
 SEED_BOUNDS = (1e-6, 0.02)
+R_START, MORTALITY_START, SEED_START = 1.0, 0.02, 1e-4
+DEATH_LAG = 8  # days from infection to death in SEIRM (and on average in the ODE)
 
 # The full default run and the quick profile, sized on two CPU cores (see the CLI's help).
 AGENTS, EPOCHS, SEEDS = 10_000, 80, 5
@@ -60,8 +62,16 @@ class CountyExperiment:
     ``forecast_date - validation_weeks`` weeks, stopped early on the ``validation_weeks``
     weeks up to ``forecast_date``, and scored on the ``horizons`` weeks from
     ``forecast_date`` on (weekly totals of the reported daily deaths). The target of the fit
-    is the trailing 7-day mean of daily deaths. Weekly reproduction numbers are fitted for
-    the training weeks and held at the last one afterwards (a forecast is a continuation).
+    is the trailing 7-day mean of daily deaths, and every model (the gradient-free one too)
+    minimises :func:`~lpm_graph.train.losses.log_mse` to it: in linear scale "predict zero"
+    costs less than a first wave that overshoots, and the agent-based fits settled there.
+    Weekly reproduction numbers are fitted for the weeks whose infections die within the
+    training window (:data:`DEATH_LAG` days before its end) and held at the last one
+    afterwards (a forecast is a continuation). ``R`` is the reproduction number over all
+    contact settings, as in the ODE (each of the graph's relations weighs ``1 / relations``
+    in SEIRM). Every model starts from ``R = 1`` (no growth), mortality 2 % and a
+    ``1e-4`` share initially infected (:data:`R_START`, ...): CalibNN too, whose outputs
+    would otherwise start at the middle of their bounds.
 
     The defaults are the full run of ``lpm-graph calibrate`` (5-10 minutes on two busy CPU
     cores, one thread); :meth:`quick` is its small profile (about a minute).
@@ -181,7 +191,7 @@ class ExperimentState:
         folder: the folder (created on the first write).
     """
 
-    FORMAT = "lpm-graph/county-experiment-state/1"
+    FORMAT = "lpm-graph/county-experiment-state/2"
     """Bump it when a change to the experiment's models makes an older state wrong to
     continue (the names of the models are checked already)."""
     FILES = ("config.json", "gradient-free.pt", "bands.pt")
@@ -319,51 +329,59 @@ def run_county_experiment(
         state.open(cfg, [*trained, free_name], restart=restart)
     graph, scale = _population(cfg)
     steps, train, val, forecast = data["steps"], data["train"], data["val"], data["forecast"]
-    weeks = math.ceil(train.stop / 7)
+    # one R per week whose infections die within the training window (SEIRM: 3 days in E, 5
+    # in I); later weeks, unseen in the fitted deaths, hold the last fitted value
+    weeks = math.ceil((train.stop - DEATH_LAG) / 7)
     target = {"deaths": data["target"]}
     features = data["features"][: train.stop]
     results: dict[str, tuple[nn.Module, float, int, float]] = {}
 
+    # R is the reproduction number over all contact settings (the ODE's): SEIRM's counts each
+    # relation's contacts once (kernel mass 1 per relation), so with weight 1 on each of the
+    # four relations R = 1 grows like R = 4 (R_BOUNDS' low end could not make deaths fall)
+    shares = {rel[1]: 1 / len(graph.relations) for rel in graph.relations}
+
     def simulator(params: nn.Module) -> SimulatorModel:
         return SimulatorModel(
-            SEIRM(learnable=False),
+            SEIRM(learnable=False, edge_type_weights=shares),
             graph,
             steps,
             params,
-            initial_infected=Bounded(1e-4, *SEED_BOUNDS),
+            initial_infected=Bounded(SEED_START, *SEED_BOUNDS),
             scale=scale,
         )
 
     def free_parameters() -> ParameterSet:
         return ParameterSet(
             {
-                "reproduction_number": Weekly(1.5, weeks, *R_BOUNDS, steps=steps),
-                "mortality": Bounded(0.02, *MORTALITY_BOUNDS),
+                "reproduction_number": Weekly(R_START, weeks, *R_BOUNDS, steps=steps),
+                "mortality": Bounded(MORTALITY_START, *MORTALITY_BOUNDS),
             }
         )
 
+    calib = CalibNN(
+        features,
+        weeks,
+        {"reproduction_number": R_BOUNDS, "mortality": MORTALITY_BOUNDS},
+        steps=steps,
+        seed=cfg.seed,
+    )
+    _start_at(calib, {"reproduction_number": R_START, "mortality": MORTALITY_START})
     models: dict[str, nn.Module] = {
-        "lpm-graph SEIRM + CalibNN": simulator(
-            CalibNN(
-                features,
-                weeks,
-                {"reproduction_number": R_BOUNDS, "mortality": MORTALITY_BOUNDS},
-                steps=steps,
-                seed=cfg.seed,
-            )
-        ),
+        "lpm-graph SEIRM + CalibNN": simulator(calib),
         "lpm-graph SEIRM, free weekly parameters": simulator(free_parameters()),
         "SEIRM ODE (well mixed)": SEIRMODE(
             graph.num_nodes() * scale,
             steps,
             free_parameters(),
-            initial_infected=Bounded(1e-4, *SEED_BOUNDS),
+            initial_infected=Bounded(SEED_START, *SEED_BOUNDS),
         ),
     }
     assert list(models) == trained, "keep the names of the state's models in step"
     for k, (name, model) in enumerate(models.items(), 1):
         checkpoint = None if state is None else state.path(f"fit-{k}.pt")
-        trainer = Trainer(model, lr=cfg.lr, patience=cfg.patience, checkpoint=checkpoint, name=name)
+        trainer = Trainer(model, loss="log_mse", lr=cfg.lr, patience=cfg.patience,
+                          checkpoint=checkpoint, name=name)  # fmt: skip
         history = trainer.fit(target, train, val, epochs=cfg.epochs, resume=state is not None,
                               progress=progress)  # fmt: skip
         best = min(history.loss, default=math.nan)
@@ -379,8 +397,8 @@ def run_county_experiment(
 
             def loss(
                 pred: Mapping[str, Tensor], observed: Mapping[str, Tensor], days: slice
-            ) -> Tensor:  # the default loss, counted on the bar
-                value = normalized_mse(pred, observed, days)
+            ) -> Tensor:  # the trained models' loss, counted on the bar
+                value = log_mse(pred, observed, days)
                 if bar is not None:
                     best[0] = min(best[0], float(value))
                     bar.set_postfix(best=f"{best[0]:.4g}", refresh=False)
@@ -553,3 +571,14 @@ def _values(model: nn.Module) -> dict[str, list[float]]:
                 value = params[name].weekly()
             out[name] = [round(float(v), 4) for v in value.reshape(-1)]
         return out
+
+
+def _start_at(calib: CalibNN, start: Mapping[str, float]) -> None:
+    """Start ``calib``'s outputs at ``start`` (its decoder's last layer has zero weights, so
+    its bias alone sets them), the free parameters' start, instead of the middle of each
+    bound (R 3.15 and mortality 15 %: a wave that infects most of the county)."""
+    with torch.no_grad():
+        for k, name in enumerate(calib.names):
+            low, high = float(calib.low[k]), float(calib.high[k])
+            share = (start[name] - low) / (high - low)
+            calib.decoder[-1].bias[k] = math.log(share / (1 - share))
