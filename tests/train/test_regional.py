@@ -167,3 +167,17 @@ def test_calibnn_refuses_bad_input():
         RegionalCalibNN(torch.zeros(1, 14, 2), {"a": (1, 0)}, steps=10)
     with pytest.raises(ValueError, match="no bounds"):
         RegionalCalibNN(torch.zeros(1, 14, 2), {"a": (0, 1)}, steps=10, time_varying=("b",))
+
+
+def test_calibnn_starts_where_asked():
+    bounds = {"reproduction_number": (0.2, 3.0), "mortality": (0.001, 0.05)}
+    net = RegionalCalibNN(
+        torch.randn(2, 21, 3), bounds, steps=21, start={"reproduction_number": 1.0}
+    )
+    out = net()
+    torch.testing.assert_close(out["reproduction_number"], torch.full((21, 2), 1.0))
+    torch.testing.assert_close(out["mortality"], torch.full((2,), 0.0255))  # the middle
+    with pytest.raises(ValueError, match="strictly inside its bounds"):
+        RegionalCalibNN(torch.randn(1, 14, 1), bounds, steps=14, start={"mortality": 0.2})
+    with pytest.raises(ValueError, match="no bounds"):
+        RegionalCalibNN(torch.randn(1, 14, 1), bounds, steps=14, start={"x": 0.2})

@@ -66,11 +66,21 @@ MODELS = (
     "ensemble",
 )
 BOUNDS = {
-    "reproduction_number": (0.3, 3.0),
+    "reproduction_number": (0.2, 3.0),
     "ascertainment": (0.01, 0.6),
     "mortality": (0.001, 0.05),
-    "initial_infected": (1e-6, 3e-3),
+    # the share infected (in E) when the window opens, on a log scale: from a few agents in
+    # a county to the ~1-5 % infected at the spring 2020 peak
+    "log_initial_infected": (math.log(1e-6), math.log(0.05)),
 }
+START = {
+    "reproduction_number": 1.0,
+    "ascertainment": 0.1,
+    "mortality": 0.008,
+    "log_initial_infected": math.log(1e-3),
+}
+"""Where the untrained network starts: a flat epidemic, 10 % of infections reported, an
+infection fatality ratio of 0.8 % and 0.1 % infected when the window opens."""
 DEFAULT_ORIGINS = tuple(
     (dt.date(2020, 5, 1) + dt.timedelta(days=28 * k)).isoformat() for k in range(8)
 )
@@ -96,6 +106,8 @@ class ForecastConfig:
         lr: Adam learning rate.
         case_weight: weight of the cases in the loss (deaths weigh 1).
         smoothness: weight of the penalty on week-to-week changes of the weekly parameters.
+        recency: weigh each day of the fit by ``exp(-(days before the origin) / recency)``
+            (``None``: every day alike); a forecast is judged on the weeks after the origin.
         death_delay: mean days from leaving I to a reported death (Gamma, sd half the mean).
         case_delay: mean days from onset to a reported case.
         models: the models run (a subset of :data:`MODELS`; the ensemble needs at least two).
@@ -108,11 +120,12 @@ class ForecastConfig:
     horizons: int = 4
     window_weeks: int = 12
     agents: int = 1000
-    epochs: int = 150
-    warm_epochs: int = 60
-    lr: float = 0.05
+    epochs: int = 200
+    warm_epochs: int = 100
+    lr: float = 0.03
     case_weight: float = 1.0
     smoothness: float = 1.0
+    recency: float | None = 28.0
     death_delay: float = 12.0
     case_delay: float = 4.0
     models: tuple[str, ...] = MODELS
@@ -315,6 +328,7 @@ class _SimulatorForecaster(nn.Module):
             BOUNDS,
             time_varying=("reproduction_number", "ascertainment"),
             steps=window + 7 * cfg.horizons,
+            start=START,
             seed=cfg.seed,
         )
         self.register_buffer("populations", data["populations"])
@@ -322,13 +336,17 @@ class _SimulatorForecaster(nn.Module):
         self.register_buffer("case_kernel", _gamma_kernel(cfg.case_delay, cfg.case_delay / 2))
         if graph is not None:
             regions = graph.node_attrs()["region"]
-            self.protocol = RegionalSEIRM(regions, learnable=False)
+            # each contact setting carries a share of R, so that R is the whole reproduction
+            # number as in the ODE (with weight 1 per relation, 4 settings would count it 4x)
+            shares = {rel[1]: 1 / len(graph.relations) for rel in graph.relations}
+            self.protocol = RegionalSEIRM(regions, learnable=False, edge_type_weights=shares)
             counts = torch.bincount(regions, minlength=len(cfg.counties))
             self.register_buffer("scale", data["populations"] / counts)
             self.register_buffer("regions", regions, persistent=False)
 
     def forward(self, steps: int) -> dict[str, Tensor]:
         p = self.calib()
+        p["initial_infected"] = torch.exp(p.pop("log_initial_infected"))
         r = p["reproduction_number"][:steps]
         if self.graph is None:
             flows = RegionalODE(self.populations, steps)(r, p["mortality"], p["initial_infected"])
@@ -360,12 +378,22 @@ def _fit(
     # reported deaths after about three; earlier days reflect infections before the window
     fitted = {"deaths": slice(21, None), "cases": slice(7, None)}
     weight = {"deaths": 1.0, "cases": cfg.case_weight}
+    days = torch.arange(window, dtype=torch.get_default_dtype())
+    if cfg.recency is None:
+        recent = torch.ones_like(days)
+    else:
+        recent = torch.exp((days - window + 1) / cfg.recency)
+    recent = recent.unsqueeze(1)
     optimiser = torch.optim.Adam(model.calib.parameters(), lr=cfg.lr)
     loss = torch.tensor(float("nan"))
     for _ in range(epochs):
         out = model(window)
         loss = sum(
-            weight[k] * (torch.log1p(_mean7(out[k])) - target[k])[fitted[k]].square().mean(0).sum()
+            weight[k]
+            * (
+                (recent * (torch.log1p(_mean7(out[k])) - target[k]).square())[fitted[k]].sum(0)
+                / recent[fitted[k]].sum()
+            ).sum()
             for k in target
         )
         weekly = model.calib.weekly()
@@ -399,9 +427,12 @@ def _ets(deaths: Tensor, horizons: int) -> Tensor:
     out = torch.zeros(horizons, deaths.shape[1], len(QUANTILES), dtype=torch.float64)
     for c in range(deaths.shape[1]):
         y = pd.Series(torch.log1p(weekly[:, c].double()).numpy())
-        # damped trend when there are enough weeks to estimate it, else level only; a
-        # county without a death yet (or a failed fit) gets a flat zero forecast
-        for trend in (("add", True), (None, False)) if len(y) >= 8 else ((None, False),):
+        # a damped trend once there are 12 weeks since the first death to estimate it (a
+        # trend fitted to the first weeks of a wave extrapolates its growth), else the level
+        # only; a county without a death yet (or a failed fit) gets a flat zero forecast
+        seen = weekly[:, c] > 0
+        weeks_seen = len(y) - int(seen.nonzero()[0]) if bool(seen.any()) else 0
+        for trend in (("add", True), (None, False)) if weeks_seen >= 12 else ((None, False),):
             quantiles = _ets_quantiles(ETSModel, y, horizons, trend)
             if quantiles is not None:
                 out[:, c] = quantiles
@@ -531,6 +562,9 @@ def plot_forecasts(
     from ..plot import _pyplot
 
     plt = _pyplot("plot_forecasts")
+    from matplotlib.dates import DateFormatter
+
+    month = DateFormatter("%b")
     cfg = result.config
     chosen = list(counties or cfg.counties)
     cols = 2
@@ -539,7 +573,7 @@ def plot_forecasts(
     weeks = result.history.shape[0] // 7
     weekly = result.history[: 7 * weeks].reshape(weeks, 7, -1).sum(1)
     week_dates = [result.dates[0] + dt.timedelta(days=7 * w + 6) for w in range(weeks)]
-    colours = {"SEIRM ABM + CalibNN": "C3", "SEIRM ODE + CalibNN": "C0", "persistence": "C7",
+    colours = {"SEIRM ABM + CalibNN": "C3", "SEIRM ODE + CalibNN": "C0", "persistence": "C1",
                "exponential smoothing": "C2", "ensemble": "k"}  # fmt: skip
     for ax, fips in zip(axes.flat, chosen):
         c = cfg.counties.index(fips)
@@ -553,6 +587,10 @@ def plot_forecasts(
             ens = result.forecasts.get("ensemble")
             if ens is not None:
                 ax.fill_between(days, ens[k, :, c, 0], ens[k, :, c, 4], color="k", alpha=0.08)
+        medians = torch.stack([f[:, :, c, 2] for f in result.forecasts.values()])
+        top = max(float(weekly[:, c].max()), float(medians.max()), 1.0)
+        ax.set_ylim(0, 1.3 * top)  # the spring's 90 % bands would flatten the rest
+        ax.xaxis.set_major_formatter(month)
         ax.set_title(f"{COUNTY_NAMES[fips]} ({fips})", fontsize=9)
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(chosen) :]:

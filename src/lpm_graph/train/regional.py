@@ -255,6 +255,8 @@ class RegionalCalibNN(nn.Module):
         time_varying: names returned per step ``[steps, C]``; the others ``[C]``.
         steps: steps to expand the weekly values to.
         hidden: width of the GRU state and the embeddings.
+        start: optional ``{name: value}`` inside the bounds that the untrained network gives
+            (default: the middle of each bound).
         seed: seed of the initial weights (the global RNG is untouched).
     """
 
@@ -266,6 +268,7 @@ class RegionalCalibNN(nn.Module):
         time_varying: Sequence[str] = ("reproduction_number",),
         steps: int,
         hidden: int = 16,
+        start: Mapping[str, float] | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -307,6 +310,18 @@ class RegionalCalibNN(nn.Module):
             )
             nn.init.zeros_(self.decoder[-1].weight)
             nn.init.zeros_(self.decoder[-1].bias)
+        for name, value in (start or {}).items():
+            if name not in bounds:
+                raise ValueError(f"start names {name!r}, which has no bounds; add them.")
+            low, high = bounds[name]
+            if not low < value < high:
+                raise ValueError(
+                    f"start of {name!r} must lie strictly inside its bounds {(low, high)}, "
+                    f"got {value!r}."
+                )
+            share = (value - low) / (high - low)
+            with torch.no_grad():
+                self.decoder[-1].bias[self.names.index(name)] = math.log(share / (1 - share))
         self.to(self.x.dtype)
 
     def weekly(self) -> dict[str, Tensor]:
