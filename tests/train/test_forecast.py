@@ -113,6 +113,7 @@ def test_series_helpers():
         ({"origins": ("2020-03-10",)}, "at least 4 weeks after start"),
         ({"origins": ("2020-13-01",)}, "ISO date"),
         ({"models": ("oracle",)}, "unknown"),
+        ({"models": ("persistence", "ensemble")}, "at least two"),
         ({"epochs": -1}, "epochs"),
         ({"window_weeks": 2}, "window_weeks"),
         ({"lr": 0.0}, "lr"),

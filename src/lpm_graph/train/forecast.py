@@ -142,6 +142,11 @@ class ForecastConfig:
         unknown = sorted(set(self.models) - set(MODELS))
         if unknown or not self.models:
             raise ValueError(f"models {unknown or '()'} are unknown; choose from {MODELS}.")
+        if "ensemble" in self.models and len(set(self.models) - {"ensemble"}) < 2:
+            raise ValueError(
+                f"models={self.models}: the ensemble averages the other models, so name at "
+                "least two of them besides it."
+            )
         for name, low in (("horizons", 1), ("window_weeks", 4), ("agents", 1),
                           ("epochs", 0), ("warm_epochs", 0), ("seed", 0)):  # fmt: skip
             check_int(getattr(self, name), name, low)
@@ -291,10 +296,7 @@ def rolling_forecast(
             say(f"origin {cfg.origins[k]}: {name}: {detail} ({seconds:.1f} s)")
     out = {name: torch.stack(v) for name, v in forecasts.items()}  # [O, H, C, Q]
     if "ensemble" in cfg.models:
-        members = [out[m] for m in out]
-        if len(members) < 2:
-            raise ValueError("the ensemble needs at least two other models in models=.")
-        out["ensemble"] = torch.stack(members).mean(0)
+        out["ensemble"] = torch.stack(list(out.values())).mean(0)
     return ForecastResult(
         config=cfg,
         forecasts=out,
