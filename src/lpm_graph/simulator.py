@@ -11,7 +11,6 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
-from . import _allocator
 from ._checks import check_int, check_memory
 from .layers.samplers import RandomStreams
 from .protocols.base import (
@@ -393,8 +392,6 @@ class Simulator(nn.Module):
             dtype = initial_infected.dtype  # probabilities given in float64 run in float64
         dtype = dtype or torch.get_default_dtype()
         self._check_memory(graph, replicates, dtype)
-        if sum(graph.num_nodes(t) for t in graph.node_types) >= _allocator.LARGE:
-            _allocator.tune_allocator()  # reuse large temporaries instead of mapping them
         self.protocol.check(graph)
         if state is None:
             state = self.protocol.initial_state(
