@@ -18,7 +18,6 @@ from lpm_graph.train.experiment import (
     CountyExperiment,
     ExperimentState,
     _population,
-    _start_at,
     run_county_experiment,
 )
 
@@ -87,9 +86,9 @@ def test_every_model_starts_from_the_same_parameters():
     """CalibNN starts at the free parameters' values, not at the middle of the bounds (R 3.15,
     mortality 15 %: a wave through most of the county, and the fits never recovered)."""
     calib = CalibNN(torch.randn(30, 3), 5, {"reproduction_number": experiment.R_BOUNDS,
-                    "mortality": experiment.MORTALITY_BOUNDS}, seed=1)  # fmt: skip
-    _start_at(calib, {"reproduction_number": experiment.R_START,
-                      "mortality": experiment.MORTALITY_START})  # fmt: skip
+                    "mortality": experiment.MORTALITY_BOUNDS}, seed=1,
+                    start={"reproduction_number": experiment.R_START,
+                           "mortality": experiment.MORTALITY_START})  # fmt: skip
     with torch.no_grad():
         weekly = calib.weekly()
     torch.testing.assert_close(weekly["reproduction_number"], torch.full((5,), experiment.R_START))

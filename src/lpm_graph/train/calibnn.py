@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -38,6 +39,8 @@ class CalibNN(nn.Module):
         steps: steps to expand time-varying parameters to (default ``weeks * 7``).
         steps_per_week: steps per week.
         hidden: width of the GRU state, the week embedding and the MLPs.
+        start: optional ``{name: value}`` inside the bounds that the untrained network gives
+            (default: the middle of each bound).
         seed: seed of the initial weights (the global RNG is left untouched).
 
     Shapes:
@@ -54,6 +57,7 @@ class CalibNN(nn.Module):
         steps: int | None = None,
         steps_per_week: int = 7,
         hidden: int = 32,
+        start: Mapping[str, float] | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -97,6 +101,7 @@ class CalibNN(nn.Module):
             )
             nn.init.zeros_(self.decoder[-1].weight)  # start at the middle of every bound
             nn.init.zeros_(self.decoder[-1].bias)
+        _start_at(self.decoder[-1].bias, self.names, bounds, start)
         self.to(x.dtype)
 
     def weekly(self) -> dict[str, Tensor]:
@@ -113,3 +118,26 @@ class CalibNN(nn.Module):
             name: value[self.index] if name in self.time_varying else value.mean()
             for name, value in weekly.items()
         }
+
+
+def _start_at(
+    bias: Tensor,
+    names: Sequence[str],
+    bounds: Mapping[str, tuple[float, float]],
+    start: Mapping[str, float] | None,
+) -> None:
+    """Set a zero-weight output layer's ``bias`` so that its squashed outputs
+    ``low + (high - low) * sigmoid(bias)`` equal ``start`` (the others stay at the middle of
+    their bounds)."""
+    for name, value in (start or {}).items():
+        if name not in bounds:
+            raise ValueError(f"start names {name!r}, which has no bounds; add them.")
+        low, high = bounds[name]
+        if not low < value < high:
+            raise ValueError(
+                f"start of {name!r} must lie strictly inside its bounds {(low, high)}, "
+                f"got {value!r}."
+            )
+        share = (value - low) / (high - low)
+        with torch.no_grad():
+            bias[list(names).index(name)] = math.log(share / (1 - share))

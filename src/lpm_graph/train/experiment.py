@@ -364,9 +364,9 @@ def run_county_experiment(
         weeks,
         {"reproduction_number": R_BOUNDS, "mortality": MORTALITY_BOUNDS},
         steps=steps,
+        start={"reproduction_number": R_START, "mortality": MORTALITY_START},
         seed=cfg.seed,
     )
-    _start_at(calib, {"reproduction_number": R_START, "mortality": MORTALITY_START})
     models: dict[str, nn.Module] = {
         "lpm-graph SEIRM + CalibNN": simulator(calib),
         "lpm-graph SEIRM, free weekly parameters": simulator(free_parameters()),
@@ -571,14 +571,3 @@ def _values(model: nn.Module) -> dict[str, list[float]]:
                 value = params[name].weekly()
             out[name] = [round(float(v), 4) for v in value.reshape(-1)]
         return out
-
-
-def _start_at(calib: CalibNN, start: Mapping[str, float]) -> None:
-    """Start ``calib``'s outputs at ``start`` (its decoder's last layer has zero weights, so
-    its bias alone sets them), the free parameters' start, instead of the middle of each
-    bound (R 3.15 and mortality 15 %: a wave that infects most of the county)."""
-    with torch.no_grad():
-        for k, name in enumerate(calib.names):
-            low, high = float(calib.low[k]), float(calib.high[k])
-            share = (start[name] - low) / (high - low)
-            calib.decoder[-1].bias[k] = math.log(share / (1 - share))

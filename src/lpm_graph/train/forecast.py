@@ -49,7 +49,9 @@ from torch import Tensor, nn
 from .._checks import check_int, check_number
 from ..datasets import CountySeries, SyntheticPopulation
 from ..datasets.series import COUNTY_NAMES, COUNTY_POPULATIONS
+from ..protocols.durations import gamma_cdf
 from ..simulator import Simulator
+from .metrics import mae, nd, rmse
 from .regional import RegionalCalibNN, RegionalODE, RegionalSEIRM, disjoint_union
 
 __all__ = ["ForecastConfig", "ForecastResult", "plot_forecasts", "rolling_forecast"]
@@ -187,20 +189,19 @@ class ForecastResult:
 
     def metrics(self) -> dict[str, dict[int, dict[str, float]]]:
         """``{model: {horizon: {"mae", "rmse", "nd", "cov50", "cov90"}}}`` over every county
-        and origin (ND pooled: total absolute error over total deaths)."""
+        and origin (ND pooled: total absolute error over total deaths; NaN if no deaths)."""
         out: dict[str, dict[int, dict[str, float]]] = {}
         y = self.truth
         for name, f in self.forecasts.items():
             point = f[..., QUANTILES.index(0.5)]
             per: dict[int, dict[str, float]] = {}
             for h in range(y.shape[1]):
-                err = point[:, h] - y[:, h]
                 lo50, hi50 = f[:, h, :, 1], f[:, h, :, 3]
                 lo90, hi90 = f[:, h, :, 0], f[:, h, :, 4]
                 per[h + 1] = {
-                    "mae": float(err.abs().mean()),
-                    "rmse": float(err.square().mean().sqrt()),
-                    "nd": float(err.abs().sum() / y[:, h].abs().sum().clamp_min(1e-12)),
+                    "mae": mae(point[:, h], y[:, h]),
+                    "rmse": rmse(point[:, h], y[:, h]),
+                    "nd": nd(point[:, h], y[:, h]),
                     "cov50": float(((y[:, h] >= lo50) & (y[:, h] <= hi50)).double().mean()),
                     "cov90": float(((y[:, h] >= lo90) & (y[:, h] <= hi90)).double().mean()),
                 }
@@ -346,8 +347,8 @@ class _SimulatorForecaster(nn.Module):
             self.register_buffer("scale", data["populations"] / counts)
             self.register_buffer("regions", regions, persistent=False)
 
-    def forward(self, steps: int) -> dict[str, Tensor]:
-        p = self.calib()
+    def forward(self, steps: int, weekly: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+        p = self.calib(weekly)
         p["initial_infected"] = torch.exp(p.pop("log_initial_infected"))
         r = p["reproduction_number"][:steps]
         if self.graph is None:
@@ -389,7 +390,8 @@ def _fit(
     optimiser = torch.optim.Adam(model.calib.parameters(), lr=cfg.lr)
     loss = torch.tensor(float("nan"))
     for _ in range(epochs):
-        out = model(window)
+        weekly = model.calib.weekly()  # the network runs once: for the run and the penalty
+        out = model(window, weekly)
         loss = sum(
             weight[k]
             * (
@@ -398,7 +400,6 @@ def _fit(
             ).sum()
             for k in target
         )
-        weekly = model.calib.weekly()
         for name in ("reproduction_number", "ascertainment"):
             w = weekly[name]
             loss = (
@@ -424,8 +425,7 @@ def _ets(deaths: Tensor, horizons: int) -> Tensor:
             "the exponential-smoothing baseline needs statsmodels: pip install "
             "'lpm-graph[calibrate]'."
         ) from None
-    weeks = deaths.shape[0] // 7
-    weekly = deaths[deaths.shape[0] - 7 * weeks :].reshape(weeks, 7, -1).sum(1)  # [W, C]
+    weekly = _weeks_before(deaths)  # [W, C]
     out = torch.zeros(horizons, deaths.shape[1], len(QUANTILES), dtype=torch.float64)
     for c in range(deaths.shape[1]):
         y = pd.Series(torch.log1p(weekly[:, c].double()).numpy())
@@ -472,8 +472,8 @@ def _ets_quantiles(
 def _log_change_quantiles(deaths: Tensor, horizons: int) -> Tensor:
     """``[H, Q]`` quantiles of ``log((1 + y[w + h]) / (1 + y[w]))`` over every county and week
     ``w`` of the weekly deaths before the origin (weeks with deaths reported)."""
-    weeks = deaths.shape[0] // 7
-    weekly = deaths[deaths.shape[0] - 7 * weeks :].reshape(weeks, 7, -1).sum(1).double()
+    weekly = _weeks_before(deaths).double()
+    weeks = weekly.shape[0]
     levels = torch.tensor(QUANTILES, dtype=torch.float64)
     out = torch.zeros(horizons, len(QUANTILES), dtype=torch.float64)
     started = int((weekly.sum(1) > 0).nonzero()[0]) if bool((weekly.sum(1) > 0).any()) else 0
@@ -531,6 +531,12 @@ def _weekly(daily: Tensor, origin: int, horizons: int) -> Tensor:
     return daily[origin : origin + 7 * horizons].reshape(horizons, 7, -1).sum(1)
 
 
+def _weeks_before(daily: Tensor) -> Tensor:
+    """``[W, C]`` totals of the whole weeks that end on the last day of ``daily``."""
+    weeks = daily.shape[0] // 7
+    return daily[daily.shape[0] - 7 * weeks :].reshape(weeks, 7, -1).sum(1)
+
+
 def _mean7(x: Tensor) -> Tensor:
     """Trailing 7-day means of ``[T, C]`` (the first days average what there is)."""
     c = torch.cumsum(torch.cat([x.new_zeros(1, x.shape[1]), x]), 0)
@@ -541,9 +547,7 @@ def _mean7(x: Tensor) -> Tensor:
 
 def _gamma_kernel(mean: float, sd: float, days: int = 60) -> Tensor:
     """Daily probabilities of a Gamma(mean, sd) delay, discretised on ``0 .. days - 1``."""
-    shape, rate = (mean / sd) ** 2, mean / sd**2
-    edges = torch.arange(days + 1, dtype=torch.float64)
-    cdf = torch.special.gammainc(torch.tensor(shape, dtype=torch.float64), rate * edges)
+    cdf = gamma_cdf(torch.arange(days + 1, dtype=torch.float64), mean, sd)
     w = cdf[1:] - cdf[:-1]
     return (w / w.sum()).to(torch.get_default_dtype())
 

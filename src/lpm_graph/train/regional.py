@@ -20,6 +20,8 @@ from .._checks import check_int
 from ..graph import PopulationGraph
 from ..protocols import SEIRM
 from ..protocols.base import State, StepContext
+from .baselines import _rk4
+from .calibnn import _start_at
 
 __all__ = ["RegionalCalibNN", "RegionalODE", "RegionalSEIRM", "disjoint_union"]
 
@@ -205,30 +207,10 @@ class RegionalODE(nn.Module):
         self.sigma, self.gamma, self.substeps = 1 / exposed_days, 1 / infectious_days, substeps
 
     def forward(self, r: Tensor, m: Tensor, i0: Tensor) -> dict[str, Tensor]:
-        h, sigma, gamma = 1.0 / self.substeps, self.sigma, self.gamma
         if r.dim() == 1:
             r = r.expand(self.steps, -1)
-        zero = torch.zeros_like(i0)
-        y = (1 - i0, i0, zero, zero, zero)  # S, E, I, cumulative exits, cumulative onsets
-
-        def rate(y: tuple[Tensor, ...], beta: Tensor) -> tuple[Tensor, ...]:
-            s, e, i = y[0], y[1], y[2]
-            infect, onset, leave = beta * s * i, sigma * e, gamma * i
-            return (-infect, infect - onset, onset - leave, leave, onset)
-
-        path = [y]
-        for t in range(self.steps):
-            beta = r[min(t, r.shape[0] - 1)] * gamma
-            for _ in range(self.substeps):
-                k1 = rate(y, beta)
-                k2 = rate(tuple(a + 0.5 * h * b for a, b in zip(y, k1)), beta)
-                k3 = rate(tuple(a + 0.5 * h * b for a, b in zip(y, k2)), beta)
-                k4 = rate(tuple(a + h * b for a, b in zip(y, k3)), beta)
-                y = tuple(
-                    a + h / 6 * (b1 + 2 * b2 + 2 * b3 + b4)
-                    for a, b1, b2, b3, b4 in zip(y, k1, k2, k3, k4)
-                )
-            path.append(y)
+        betas = [r[min(t, r.shape[0] - 1)] * self.gamma for t in range(self.steps)]
+        path = _rk4(betas, i0, torch.zeros_like(i0), self.sigma, self.gamma, self.substeps)
         s, _, _, exits, onsets = (torch.stack(v) for v in zip(*path))  # [T + 1, C]
         pop = self.populations.to(s)
         return {
@@ -310,18 +292,7 @@ class RegionalCalibNN(nn.Module):
             )
             nn.init.zeros_(self.decoder[-1].weight)
             nn.init.zeros_(self.decoder[-1].bias)
-        for name, value in (start or {}).items():
-            if name not in bounds:
-                raise ValueError(f"start names {name!r}, which has no bounds; add them.")
-            low, high = bounds[name]
-            if not low < value < high:
-                raise ValueError(
-                    f"start of {name!r} must lie strictly inside its bounds {(low, high)}, "
-                    f"got {value!r}."
-                )
-            share = (value - low) / (high - low)
-            with torch.no_grad():
-                self.decoder[-1].bias[self.names.index(name)] = math.log(share / (1 - share))
+        _start_at(self.decoder[-1].bias, self.names, bounds, start)
         self.to(self.x.dtype)
 
     def weekly(self) -> dict[str, Tensor]:
@@ -333,8 +304,10 @@ class RegionalCalibNN(nn.Module):
         values = self.low + (self.high - self.low) * torch.sigmoid(z)
         return {name: values[..., k].T for k, name in enumerate(self.names)}
 
-    def forward(self) -> dict[str, Tensor]:
-        weekly = self.weekly()
+    def forward(self, weekly: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """The parameters per step (``[steps, C]``) or per region (``[C]``), from ``weekly``
+        when the caller has already computed :meth:`weekly` (e.g. for a penalty on it)."""
+        weekly = self.weekly() if weekly is None else weekly
         out = {name: weekly[name][self.index] for name in self.time_varying}
         out.update({name: weekly[name][-1] for name in self.static})
         return out
