@@ -124,6 +124,7 @@ def child(args) -> dict:
         model, seeds, last = SEIRM(2.5, 0.02), n // 1_000, "M"
     reset_peak()
     before = status_gib("VmRSS")
+    kernel0 = resource.getrusage(resource.RUSAGE_SELF).ru_stime
     t0 = time.perf_counter()
     if case == "forward":
         with torch.no_grad():
@@ -135,6 +136,7 @@ def child(args) -> dict:
         (traj.flows["infections"].sum() + traj.counts[last][-1]).backward()
     wall = time.perf_counter() - t0
     cpu = resource.getrusage(resource.RUSAGE_SELF)
+    run_kernel = cpu.ru_stime - kernel0
     stores, csrs = tensor_bytes(graph)
     return {
         "model": args.model,
@@ -149,21 +151,27 @@ def child(args) -> dict:
         "run_peak": status_gib("VmHWM") - before,
         "peak": cpu.ru_maxrss / 2**20,
         "sys_s": cpu.ru_stime,
+        "run_sys_s": run_kernel,
         "infected": float(traj.counts["S"][0] - traj.counts["S"][-1]),
         "grads": {k: float(p.grad) for k, p in model.named_parameters() if p.grad is not None},
         "torch": torch.__version__,
     }
 
 
-def run_child(args, model: str, case: str) -> dict:
+def run_child(args, model: str, case: str, src: Path | None = None) -> dict:
+    """One case in a child process; ``src``: import lpm_graph from there (an earlier version)."""
     flags = {"--num-agents": args.num_agents, "--steps": args.steps, "--threads": args.threads,
              "--checkpoint": args.checkpoint, "--mean-degree": args.mean_degree}  # fmt: skip
     cmd = [sys.executable, __file__, "--child", "--model", model, "--case", case]
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(src), *filter(None, [env.get("PYTHONPATH")])])
     proc = subprocess.Popen(
         cmd + [str(x) for kv in flags.items() for x in kv],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=env,
     )
     watched = 0.0
     while proc.poll() is None:
@@ -173,14 +181,18 @@ def run_child(args, model: str, case: str) -> dict:
             proc.kill()
             proc.communicate()
             error = f"stopped: RSS passed --max-rss-gib {args.max_rss_gib:.1f}"
-            return {"model": model, "case": case, "error": error}
+            return {"model": model, "case": case, "error": error, "version": label(src)}
         time.sleep(0.1)
     out, err = proc.communicate()
     lines = [x for x in out.splitlines() if x.startswith("{")]
     if proc.returncode or not lines:
         tail = (err.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
-        return {"model": model, "case": case, "error": tail}
-    return json.loads(lines[-1])
+        return {"model": model, "case": case, "error": tail, "version": label(src)}
+    return {**json.loads(lines[-1]), "version": label(src)}
+
+
+def label(src: Path | None) -> str:
+    return "this checkout" if src is None else f"before ({src})"
 
 
 def table(args, results: list[dict]) -> str:
@@ -193,19 +205,21 @@ def table(args, results: list[dict]) -> str:
         f"states, torch {torch_version} with {args.threads} threads, one run per case, each in "
         f"its own process; allocator: {malloc or 'glibc defaults'}",
         "",
-        "| model | case | time (s) | agent-steps/s | peak RSS (GiB) | bytes / agent | "
-        "graph (GiB) | run (GiB) | run bytes / agent |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | case | code | time (s) | kernel (s) | kernel % | agent-steps/s | "
+        "peak RSS (GiB) | bytes / agent | graph (GiB) | run (GiB) | run bytes / agent |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         what = CASES[r["case"]].format(k=args.checkpoint)
+        head = f"| {r['model'].upper()} | {what} | {r['version']} |"
         if "error" in r:
-            lines.append(f"| {r['model'].upper()} | {what} | {r['error']} | | | | | | |")
+            lines.append(f"{head} {r['error']} | | | | | | | | |")
             continue
         lines.append(
-            f"| {r['model'].upper()} | {what} | {r['wall']:.1f} | "
-            f"{n * args.steps / r['wall']:.3g} | {r['peak']:.2f} | {r['peak'] * GIB / n:.0f} | "
-            f"{r['graph_rss']:.2f} | {r['run_peak']:.2f} | {r['run_peak'] * GIB / n:.0f} |"
+            f"{head} {r['wall']:.1f} | {r['run_sys_s']:.1f} | "
+            f"{100 * r['run_sys_s'] / r['wall']:.0f} % | {n * args.steps / r['wall']:.3g} | "
+            f"{r['peak']:.2f} | {r['peak'] * GIB / n:.0f} | {r['graph_rss']:.2f} | "
+            f"{r['run_peak']:.2f} | {r['run_peak'] * GIB / n:.0f} |"
         )
     if ok:
         first = ok[0]
@@ -223,8 +237,8 @@ def table(args, results: list[dict]) -> str:
                 for r in ok
             ),
             "- run: peak RSS during the run less the RSS before it (the run's own memory); "
-            "kernel time of the child: "
-            + ", ".join(f"{r['model']} {r['case']} {r['sys_s']:.0f} s" for r in ok),
+            "kernel (s): system CPU time of the run alone (page faults, mapping and unmapping "
+            "memory), summed over threads; kernel % = kernel time / wall time",
             "- agents ever infected: "
             + ", ".join(f"{r['model']} {r['case']} {r['infected']:,.0f}" for r in ok),
         ]
@@ -243,6 +257,13 @@ def main() -> None:
     p.add_argument("--max-rss-gib", type=float, default=None, help="stop a child above this")
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     p.add_argument("--output", type=Path, default=Path("benchmarks/results/memory_scale.md"))
+    p.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help="the src/ folder of an earlier version (e.g. a git worktree): every case runs "
+        "with it first, then with this checkout, alternately",
+    )
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--model", default="sir", help=argparse.SUPPRESS)
     p.add_argument("--case", default="forward", help=argparse.SUPPRESS)
@@ -256,9 +277,10 @@ def main() -> None:
     results = []
     for model in args.models:
         for case in dict.fromkeys(cases):
-            print(f"{model} {case}: N = {args.num_agents:,} ...", flush=True)
-            results.append(run_child(args, model, case))
-            print(json.dumps(results[-1]), flush=True)
+            for src in ([args.before] if args.before else []) + [None]:
+                print(f"{model} {case} ({label(src)}): N = {args.num_agents:,} ...", flush=True)
+                results.append(run_child(args, model, case, src))
+                print(json.dumps(results[-1]), flush=True)
     text = table(args, results)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text)

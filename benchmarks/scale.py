@@ -53,6 +53,14 @@ stopped if MemAvailable falls below ``--memory-floor`` while it runs (the machin
 out-of-memory kill could hit someone else's process). ``--estimate`` names sizes whose memory
 is only estimated (default 1e7 when it is not in ``--sizes``).
 
+Every child runs with glibc's allocator as a user's process does (the simulator reuses its
+large temporaries itself, ``lpm_graph.ops.ReuseBuffers``); ``--raise-heap-thresholds`` runs
+them with the raised mmap / trim thresholds that earlier figures used. ``--device cuda`` builds
+lpm-graph's graphs on the CPU, moves them to the GPU and runs SIR and SEIRM there (no host
+synchronisation in the step loop: the event-driven force of infection and the reuse of
+blocks are CPU-only); each timed run ends with ``torch.cuda.synchronize()``, and the copy
+bandwidth of the roofline is the GPU's. The peers stay on the CPU.
+
 Roofline of the SIR step
 ------------------------
 Copy bandwidth ``W``: ``dst.copy_(src)`` of a ``--bandwidth-mib`` float32 buffer with the same
@@ -157,10 +165,10 @@ def child_bandwidth(args) -> dict:
     import torch
 
     torch.set_num_threads(args.threads)
-    src = torch.rand(args.bandwidth_mib * 2**20 // 4)
+    src = torch.rand(args.bandwidth_mib * 2**20 // 4, device=args.device)
     dst = torch.empty_like(src)
     dst.copy_(src)  # fault the pages in
-    times = [timed(lambda: dst.copy_(src))[0] for _ in range(10)]
+    times = [timed(lambda: synchronized(dst.copy_(src)))[0] for _ in range(10)]
     moved = 2 * src.numel() * src.element_size()  # read + written
     t = statistics.median(times)
     return {"bytes": moved, "time": t, "bandwidth": moved / t, "best": moved / min(times)}
@@ -253,7 +261,7 @@ def count_step_bytes(run, steps: int) -> tuple[int | None, dict[str, int], str]:
     return sum(step.values()), step, f"counted per kernel, mean of steps 2-{steps}"
 
 
-def random_draw_time(n: int, draws: int) -> float:
+def random_draw_time(n: int, draws: int, device: str = "cpu") -> float:
     """Seconds for the step's ``draws`` draws of ``n`` numbers from the library's random
     streams (fresh generators, chunks filled in parallel), median of 5: the compute-bound part
     of the step."""
@@ -264,7 +272,8 @@ def random_draw_time(n: int, draws: int) -> float:
     def once() -> float:
         t0 = time.perf_counter()
         for k in range(draws):
-            RandomStreams(k).uniform("sir", 0, (n,), torch.float32)
+            RandomStreams(k, device).uniform("sir", 0, (n,), torch.float32)
+        synchronized(None)
         return time.perf_counter() - t0
 
     return statistics.median(once() for _ in range(5))
@@ -293,6 +302,34 @@ def measure(run, steps: int, repeats: int, warm_steps: int) -> tuple[float, obje
     return warm, traj, measured
 
 
+def synchronized(result):
+    """``result`` once the device has finished the work queued for it (a GPU runs the step
+    loop asynchronously; the loop itself never waits)."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+    return result
+
+
+def device_name(device: str) -> str:
+    import torch
+
+    if torch.device(device).type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    return device
+
+
+def reuse_option() -> bool:
+    """Whether this lpm-graph's ``simulate`` takes ``reuse_memory=`` (an earlier version,
+    measured for a before / after comparison, may not)."""
+    import inspect
+
+    from lpm_graph import simulate
+
+    return "reuse_memory" in inspect.signature(simulate).parameters
+
+
 def threads_of(args) -> int:
     return 1 if args.child == "sir1" else args.threads
 
@@ -306,12 +343,13 @@ def child_sir(args) -> dict:
 
     torch.set_num_threads(threads_of(args))
     n, days = args.n, args.days
-    build, graph = timed(lambda: erdos_renyi(n, args.mean_degree, seed=0))
-    sir = SIR(TAU, GAMMA, dt=1.0, order="infect_first")
+    build, graph = timed(lambda: erdos_renyi(n, args.mean_degree, seed=0).to(args.device))
+    sir = SIR(TAU, GAMMA, dt=1.0, order="infect_first").to(args.device)
 
-    def run(steps):
+    def run(steps, **options):
         with torch.no_grad():
-            return simulate(sir, graph, steps=steps, initial_infected=SEEDS, seed=1)
+            traj = simulate(sir, graph, steps=steps, initial_infected=SEEDS, seed=1, **options)
+        return synchronized(traj)
 
     # the warm-up builds the CSR (step 1) and its transpose (step 2: the event-driven force of
     # infection pushes changes along out-edges)
@@ -320,9 +358,12 @@ def child_sir(args) -> dict:
     step_bytes, by_kernel, how = None, {}, "not counted (1-thread run)"
     draws = 0.0
     if args.child == "sir":
-        step_bytes, by_kernel, how = count_step_bytes(run, days)
+        # the kernels' traffic, counted without the reuse of blocks (whose out= calls the
+        # counting would see as reads of the output); it moves the same bytes either way
+        plain = {"reuse_memory": False} if reuse_option() else {}
+        step_bytes, by_kernel, how = count_step_bytes(lambda k: run(k, **plain), days)
         drawn = by_kernel.get("rand", 0) + by_kernel.get("uniform_", 0)  # short, chunked draws
-        draws = random_draw_time(n, round(drawn / (4 * n)))
+        draws = random_draw_time(n, round(drawn / (4 * n)), args.device)
     e = graph.num_edges()
     return {
         **measured,
@@ -334,6 +375,7 @@ def child_sir(args) -> dict:
         "step_bytes_by_kernel": by_kernel,
         "draws": draws,
         "torch": torch.__version__,
+        "device": device_name(args.device),
     }
 
 
@@ -346,19 +388,19 @@ def child_seirm(args, backward: bool) -> dict:
 
     torch.set_num_threads(args.threads)
     n, days = args.n, args.seirm_steps
-    build, graph = timed(lambda: population(n, 0))
-    model = SEIRM(2.5, 0.02)
+    build, graph = timed(lambda: population(n, 0).to(args.device))
+    model = SEIRM(2.5, 0.02).to(args.device)
     checkpoint = args.checkpoint or None
 
     def forward(steps):
         with torch.no_grad():
-            return simulate(model, graph, steps, initial_infected=0.01, seed=0)
+            return synchronized(simulate(model, graph, steps, initial_infected=0.01, seed=0))
 
     def forward_backward(steps):
         model.zero_grad(set_to_none=True)
         traj = simulate(model, graph, steps, initial_infected=0.01, seed=0, checkpoint=checkpoint)
         (traj.flows["infections"].sum() + traj.counts["M"][-1]).backward()
-        return traj
+        return synchronized(traj)
 
     fn = forward_backward if backward else forward
     # the warm-up builds the CSR (and its transpose) and the contact scales
@@ -427,10 +469,12 @@ def rss_of(pid: int) -> float:
         return 0.0
 
 
-# Every child (ours and the peers) keeps freed memory in glibc's heap for reuse. By default
-# glibc serves an allocation above 32 MiB (a float32 tensor of 1e7 agents is 40 MB) with a
-# fresh mmap and unmaps it when freed, so each such temporary is faulted in and zeroed again:
-# at 1e7 agents that was 48 s of kernel time in a 83 s SIR forward of 100 steps.
+# The children run with glibc's allocator as a user's process does. glibc serves an allocation
+# above 32 MiB (a float32 tensor of 1e7 agents is 40 MB) with a fresh mmap and unmaps it when
+# freed, so each such temporary would be faulted in and zeroed again; the simulator reuses
+# those blocks itself (lpm_graph.ops.ReuseBuffers). --raise-heap-thresholds runs every child
+# (ours and the peers) with these settings instead, which keep freed memory in the heap (they
+# fragment it under autograd: SEIRM forward + backward at 1e7 doubled its peak).
 HEAP_ENV = {"MALLOC_MMAP_THRESHOLD_": str(2**32), "MALLOC_TRIM_THRESHOLD_": str(2**34)}
 
 
@@ -438,7 +482,7 @@ def launch(cmd: list[str], timeout: float, args, threads: int) -> dict:
     """Run one child (its own process group); stop it after ``timeout`` s or when the machine
     runs short of memory; its result is the last stdout line that is a JSON object."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
-    if not args.glibc_defaults:
+    if args.raise_heap_thresholds:
         env = {**HEAP_ENV, **env}  # settings the caller made win
     t0 = time.perf_counter()
     proc = subprocess.Popen(
@@ -502,6 +546,7 @@ def child_command(args, kind: str, n: int, repeats: int) -> list[str]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--n", str(n)]
     for name in ("days", "seirm_steps", "mean_degree", "threads", "checkpoint", "bandwidth_mib"):
         cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    cmd += ["--device", args.device]
     return cmd + ["--repeats", str(repeats), "--covasim-pop-type", args.covasim_pop_type]
 
 
@@ -809,7 +854,15 @@ def ratio_lines(results: dict) -> list[str]:
 
 def general_notes(results: dict, args) -> list[str]:
     ran = {kind for row in results["sizes"].values() for kind in row if kind in KINDS}
+    devices = {
+        r.get("device")
+        for row in results["sizes"].values()
+        for r in row.values()
+        if isinstance(r, dict)
+    }
     out = [
+        f"- lpm-graph ran on {', '.join(sorted(d for d in devices if d)) or args.device}; the "
+        "peers on the CPU.",
         "- agent-steps/s = agents x steps run / median wall time. Starsim and Covasim run days "
         "+ 1 steps (days 0..days) and are counted so.",
         "- peak RSS: VmHWM of the child process (imports, population or network, the runs); "
@@ -820,12 +873,12 @@ def general_notes(results: dict, args) -> list[str]:
         "one core taken, two torch threads wait on each other: up to 5x slower).",
         "- allocator: "
         + (
-            "glibc defaults (--glibc-defaults)."
-            if args.glibc_defaults
-            else "every child (ours and the peers) with "
+            "every child (ours and the peers) with "
             + " ".join(f"{k}={v}" for k, v in HEAP_ENV.items())
-            + ": freed memory stays in the heap for reuse, instead of each temporary above "
-            "32 MiB (1e7 agents) being mapped and zeroed afresh."
+            + " (--raise-heap-thresholds): freed memory stays in the heap for reuse."
+            if args.raise_heap_thresholds
+            else "glibc's defaults, as in a user's process (lpm-graph reuses its large "
+            "temporaries itself: lpm_graph.ops.ReuseBuffers)."
         ),
     ]
     if "sir1" in ran:
@@ -923,8 +976,11 @@ def main() -> None:
     p.add_argument("--memory-floor", type=float, default=1.0, help="GiB; stop a child below")
     p.add_argument("--estimate", type=size_arg, nargs="*", default=None,
                    help="sizes to estimate memory for (default: 1e7 when not run)")  # fmt: skip
-    p.add_argument("--glibc-defaults", action="store_true",
-                   help="run the children with glibc's default mmap / trim thresholds")  # fmt: skip
+    p.add_argument("--device", default="cpu",
+                   help="where lpm-graph's graphs and runs live, e.g. cuda (the peers run on "
+                   "the CPU)")  # fmt: skip
+    p.add_argument("--raise-heap-thresholds", action="store_true",
+                   help="run the children with raised glibc mmap / trim thresholds")  # fmt: skip
     p.add_argument("--output", type=Path, default=Path("benchmarks/results/scale.md"))
     p.add_argument("--child", choices=["bandwidth", *KINDS], help=argparse.SUPPRESS)
     p.add_argument("--n", type=int, help=argparse.SUPPRESS)

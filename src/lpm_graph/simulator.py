@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -13,6 +14,7 @@ from torch.utils.checkpoint import checkpoint as _checkpoint
 
 from ._checks import check_int, check_memory
 from .layers.samplers import RandomStreams
+from .ops.reuse import for_run, reuse_in_backward
 from .protocols.base import (
     ESTIMATORS,
     MODES,
@@ -207,8 +209,11 @@ class RunOptions:
     progress: bool = False
     estimator: Estimator = "straight_through"
     alternatives: int = 1
+    reuse_memory: bool = True
 
     def __post_init__(self) -> None:
+        if not isinstance(self.reuse_memory, bool):
+            raise ValueError(f"reuse_memory must be True or False, got {self.reuse_memory!r}.")
         if self.estimator not in ESTIMATORS:
             raise ValueError(
                 f"estimator={self.estimator!r} is not known; choose one of {ESTIMATORS}."
@@ -226,9 +231,7 @@ class RunOptions:
         object.__setattr__(self, "alternatives", check_int(self.alternatives, "alternatives", 1))
         object.__setattr__(self, "steps", check_int(self.steps, "steps"))
         if self.mode not in MODES:
-            raise ValueError(
-                f"mode={self.mode!r} is not a simulation mode; choose one of {MODES}."
-            )
+            raise ValueError(f"mode={self.mode!r} is not a simulation mode; choose one of {MODES}.")
         if self.checkpoint is not None:
             try:
                 checkpoint = check_int(self.checkpoint, "checkpoint", 1)
@@ -268,6 +271,12 @@ class Simulator(nn.Module):
             :data:`lpm_graph.protocols.base.ESTIMATORS`).
         alternatives: with ``"stochastic_derivative"``, the coupled alternative paths run per
             replicate (more gives a lower-variance gradient at proportional cost).
+        reuse_memory: on the CPU, when a state tensor holds 32 MiB or more (e.g. float32 at
+            8.4 million agents), give the large temporaries of the steps, and of their
+            backward, memory that earlier ones no longer use
+            (:class:`~lpm_graph.ops.reuse.ReuseBuffers`) instead of fresh pages from the
+            kernel. The values are the same bit for bit; at 1e7 agents a step spent about
+            half its time mapping and zeroing memory without it. Default ``True``.
 
     The ``"stochastic_derivative"`` estimator (Arya, Schauer, Schäfer and Rackauckas,
     *Automatic differentiation of programs with discrete randomness*, NeurIPS 2022) is
@@ -294,6 +303,7 @@ class Simulator(nn.Module):
         progress: bool = False,
         estimator: Estimator = "straight_through",
         alternatives: int = 1,
+        reuse_memory: bool = True,
         options: RunOptions | None = None,
     ) -> None:
         super().__init__()
@@ -306,6 +316,7 @@ class Simulator(nn.Module):
                 progress=progress,
                 estimator=estimator,
                 alternatives=alternatives,
+                reuse_memory=reuse_memory,
             )
         elif not isinstance(options, RunOptions):
             raise TypeError(f"options must be a RunOptions, got {type(options).__name__}.")
@@ -336,6 +347,9 @@ class Simulator(nn.Module):
     )
     alternatives = property(
         lambda self: self.options.alternatives, lambda self, v: self._set(alternatives=v)
+    )
+    reuse_memory = property(
+        lambda self: self.options.reuse_memory, lambda self, v: self._set(reuse_memory=v)
     )
 
     def _set(self, **changes: Any) -> None:
@@ -404,24 +418,34 @@ class Simulator(nn.Module):
             return replace(self._coupled(graph, state, streams, bar), replicates=replicates)
         names = list(state)
         record = _Recorder(self.protocol, state, self.record_states, self.steps)
+        reuse = for_run(state, self.reuse_memory)
+        start = list(state.values())
         t = 0
         chunk = self.checkpoint or 1
         use_checkpoint = self.checkpoint is not None and torch.is_grad_enabled()
-        while t < self.steps:
-            n = min(chunk, self.steps - t)
-            if use_checkpoint:
-                state, obs, fl, kept = self._checkpointed(graph, state, names, t, n, streams)
-            else:
-                state, obs, fl, kept = self._run(graph, state, t, n, streams)
-            record.extend(obs, fl, kept)
-            t += n
-            if bar is not None:
-                bar.update(n)
+        with reuse or contextlib.nullcontext():
+            while t < self.steps:
+                n = min(chunk, self.steps - t)
+                if use_checkpoint:
+                    state, obs, fl, kept = self._checkpointed(graph, state, names, t, n, streams)
+                else:
+                    state, obs, fl, kept = self._run(graph, state, t, n, streams)
+                record.extend(obs, fl, kept)
+                t += n
+                if bar is not None:
+                    bar.update(n)
         if bar is not None:
             bar.close()
-        return replace(
-            record.trajectory(state, self.protocol.dt), replicates=replicates, seeds=streams.members
-        )
+        traj = record.trajectory(state, self.protocol.dt)
+        if reuse is not None:
+            outputs = [*traj.counts.values(), *traj.flows.values(), *traj.final_state.values()]
+            outputs += [x for kept in traj.states or () for x in kept.values()]
+            if not any(x.requires_grad for x in outputs):
+                reuse.release()
+            else:  # the backward's temporaries reuse the blocks too
+                stop = [*start, *self.protocol.parameters(), *self.protocol.buffers()]
+                reuse_in_backward(reuse, outputs, stop)
+        return replace(traj, replicates=replicates, seeds=streams.members)
 
     def _check_memory(
         self, graph: PopulationGraph, replicates: int | None, dtype: torch.dtype
@@ -456,8 +480,7 @@ class Simulator(nn.Module):
         shapes and dtypes), with finite values and compartments in [0, 1], before any step."""
         if not isinstance(state, Mapping):
             raise TypeError(
-                f"state must be a mapping from state names to tensors, got "
-                f"{type(state).__name__}."
+                f"state must be a mapping from state names to tensors, got {type(state).__name__}."
             )
         state = dict(state)
         for key, value in state.items():
@@ -838,6 +861,7 @@ def simulate(
     dtype: torch.dtype | None = None,
     estimator: Estimator = "straight_through",
     alternatives: int = 1,
+    reuse_memory: bool = True,
 ) -> Trajectory:
     """Run ``protocol`` on ``graph`` for ``steps`` steps; see :class:`Simulator`.
 
@@ -856,6 +880,7 @@ def simulate(
         progress=progress,
         estimator=estimator,
         alternatives=alternatives,
+        reuse_memory=reuse_memory,
     )
     return sim(
         graph,
