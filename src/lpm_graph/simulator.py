@@ -443,8 +443,7 @@ class Simulator(nn.Module):
             if not any(x.requires_grad for x in outputs):
                 reuse.release()
             else:  # the backward's temporaries reuse the blocks too
-                stop = [*start, *self.protocol.parameters(), *self.protocol.buffers()]
-                reuse_in_backward(reuse, outputs, stop)
+                reuse_in_backward(reuse, outputs, [*start, *_tensors_of(self.protocol)])
         return replace(traj, replicates=replicates, seeds=streams.members)
 
     def _check_memory(
@@ -757,6 +756,15 @@ class Simulator(nn.Module):
 
     def extra_repr(self) -> str:
         return f"steps={self.steps}, mode={self.mode!r}, checkpoint={self.checkpoint}"
+
+
+def _tensors_of(module: nn.Module) -> list[Tensor]:
+    """Every tensor a module and its submodules hold: parameters, buffers, and tensors set
+    as plain attributes (a rate computed by a network upstream of the run)."""
+    out = [*module.parameters(), *module.buffers()]
+    for m in module.modules():
+        out += [v for v in vars(m).values() if isinstance(v, Tensor)]
+    return out
 
 
 def _pack_indicators(values: list[Tensor]) -> list[Tensor]:

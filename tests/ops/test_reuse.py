@@ -198,3 +198,35 @@ def test_other_devices_and_layouts_pass_through():
         z = torch.empty(4096, device="meta") + 1  # not the CPU: left alone
     assert y.dtype == torch.float64 and torch.equal(y, x.double())
     assert z.device.type == "meta" and mode.allocated == 1
+
+
+def test_a_rate_from_upstream_of_two_runs(small_blocks):
+    """A rate computed by a graph upstream of two runs: both backwards go through it, with
+    the same gradient as without reuse."""
+    graph = _graph()
+
+    def two_runs(reuse_memory: bool):
+        log_rate = torch.tensor(-2.5, requires_grad=True)
+        rate = log_rate.exp()
+        total = 0
+        for seed in (0, 1):
+            sir = SIR(rate, 0.1)
+            traj = simulate(
+                sir, graph, 10, initial_infected=20, seed=seed, reuse_memory=reuse_memory
+            )
+            total = total + traj.counts["R"][-1]
+        total.backward()
+        return log_rate.grad
+
+    assert torch.equal(two_runs(True), two_runs(False))
+
+
+def test_a_node_is_hooked_by_one_mode_only():
+    x = torch.rand(4096, requires_grad=True)
+    y = (torch.exp(x) * 3).sum()
+    first, second = ReuseBuffers(min_bytes=SMALL), ReuseBuffers(min_bytes=SMALL)
+    assert reuse.reuse_in_backward(first, [y], [x]) > 0
+    reuse.reuse_in_backward(second, [y], [x])  # the nodes keep the first mode's hooks
+    y.backward()
+    assert first.allocated > 0 and second.allocated == 0
+    assert torch.equal(x.grad, torch.exp(x.detach()) * 3)

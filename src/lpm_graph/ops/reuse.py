@@ -327,8 +327,16 @@ def reuse_in_backward(
         if node is None or node in seen or node in boundary:
             continue
         seen.add(node)
+        # a node an earlier run hooked (a graph upstream of several runs, e.g. a network
+        # that computes R) keeps that run's hooks: one mode per node, never a stack of them
+        if node.metadata.setdefault(_HOOKED, mode) is not mode:
+            continue
         if type(node).__name__ != "AccumulateGrad":
             node.register_prehook(enter)
             node.register_hook(leave)
         todo.extend(n for n, _ in node.next_functions)
     return len(seen)
+
+
+_HOOKED = "lpm_graph.reuse"
+"""The key of a node's ``metadata`` that names the mode hooked on it."""
