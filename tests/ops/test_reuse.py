@@ -119,7 +119,7 @@ def test_a_block_in_use_is_never_handed_out():
         d = x / 3  # now a's block is free
         assert d.untyped_storage().data_ptr() == ptr
         assert torch.equal(d, x / 3) and torch.equal(c, x - 1) and torch.equal(b, x + 1)
-    assert mode.reused >= 1
+    assert mode.reused >= 1 and mode.held_bytes == 0  # released at exit
 
 
 def test_a_tensor_saved_for_backward_keeps_its_block():
@@ -224,9 +224,11 @@ def test_a_rate_from_upstream_of_two_runs(small_blocks):
 def test_a_node_is_hooked_by_one_mode_only():
     x = torch.rand(4096, requires_grad=True)
     y = (torch.exp(x) * 3).sum()
-    first, second = ReuseBuffers(min_bytes=SMALL), ReuseBuffers(min_bytes=SMALL)
+    first = ReuseBuffers(min_bytes=SMALL, keep=True)
+    second = ReuseBuffers(min_bytes=SMALL, keep=True)
     assert reuse.reuse_in_backward(first, [y], [x]) > 0
     reuse.reuse_in_backward(second, [y], [x])  # the nodes keep the first mode's hooks
     y.backward()
     assert first.allocated > 0 and second.allocated == 0
+    assert first.held_bytes == 0  # released at the end of the backward
     assert torch.equal(x.grad, torch.exp(x.detach()) * 3)

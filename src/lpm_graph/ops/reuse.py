@@ -150,22 +150,39 @@ def _dense(t: torch.Tensor, func: Any) -> bool:
 class ReuseBuffers(TorchDispatchMode):
     """Outputs of ``min_bytes`` or more placed in memory freed by earlier outputs of the same
     size (see the module docstring). Use as a context manager around the work; the blocks are
-    released when it exits.
+    released when it exits, unless ``keep``.
+
+    Example::
+
+        x = torch.rand(10_000_000)  # 40 MB
+        with ReuseBuffers():
+            for _ in range(100):
+                x = torch.exp(-x)  # -x and exp(-x) land in blocks freed by earlier passes
 
     Args:
         min_bytes: the smallest output to place (default :data:`MIN_BYTES`, read when the
             mode is made).
+        keep: keep the blocks when a ``with`` exits, for the next one (the simulator enters
+            the mode once for the steps and once per autograd node of their backward) until
+            :meth:`release`.
 
     Attributes:
         reused: outputs placed in an earlier block; ``allocated``: blocks allocated.
     """
 
-    def __init__(self, min_bytes: int | None = None) -> None:
+    def __init__(self, min_bytes: int | None = None, *, keep: bool = False) -> None:
         super().__init__()
         self.min_bytes = int(MIN_BYTES if min_bytes is None else min_bytes)
+        self.keep = keep
         self._blocks: dict[tuple[int, torch.device], list[torch.UntypedStorage]] = {}
         self.reused = 0
         self.allocated = 0
+
+    def __exit__(self, *exc: Any) -> Any:
+        out = super().__exit__(*exc)
+        if not self.keep:
+            self.release()
+        return out
 
     def release(self) -> None:
         """Drop the blocks (those still in use live on with their tensors)."""
@@ -290,7 +307,7 @@ def for_run(state: Mapping[str, Tensor], enabled: bool = True) -> ReuseBuffers |
         isinstance(t, Tensor) and t.device.type == "cpu" and t.nbytes >= MIN_BYTES
         for t in state.values()
     )
-    return ReuseBuffers() if big else None
+    return ReuseBuffers(keep=True) if big else None
 
 
 def reuse_in_backward(
@@ -298,8 +315,10 @@ def reuse_in_backward(
 ) -> int:
     """Run ``mode`` during the backward of every autograd node that leads from ``outputs``
     back to ``stop`` (the run's inputs: nodes behind them are not visited), and release its
-    blocks when that backward ends. A checkpointed block recomputes its forward inside such a
-    node, so the recomputation reuses memory too. Returns the number of nodes hooked.
+    blocks when that backward ends. Make ``mode`` with ``keep=True``, or each node's exit
+    releases the blocks the next node could reuse. A checkpointed block recomputes its
+    forward inside such a node, so the recomputation reuses memory too. Returns the number of
+    nodes visited.
 
     A mode entered around ``loss.backward()`` would cover the same nodes, but the backward
     runs in the caller's code; hooks on the nodes (a pre-hook enters the mode, a hook exits
