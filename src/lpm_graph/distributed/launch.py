@@ -7,6 +7,8 @@ both name a rank that dies or freezes within seconds (:mod:`.heartbeat`).
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import pickle
 import queue
@@ -101,10 +103,25 @@ def init_from_env(
             world_size=world,
             timeout=timedelta(seconds=timeout),
         )
+        # registered before the heartbeat's own handler, so it runs after it (last in, first out)
+        atexit.register(_destroy_at_exit)
     # after the rendezvous: with ranks started by hand, rank 0's init starts the store
     host, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
     start_heartbeat(host, port, rank, world, heartbeat, watch=True, connect_timeout=timeout)
     return Worker(rank, world, device_, str(dist.get_backend()))
+
+
+def _destroy_at_exit() -> None:
+    """Destroy the process group ``init_from_env`` made, while the interpreter is still alive.
+
+    A rank that exits without it can abort (SIGABRT, "terminate called without an active
+    exception"): gloo's worker threads may still hold work that refers to Python objects, and
+    destroying those during the interpreter's finalisation fails (PyTorch issue 190489). Seen
+    in CI on a rank that finished before its peer, on a loaded machine. Local to this rank:
+    gloo's destroy waits for no peer."""
+    if dist.is_initialized():
+        with contextlib.suppress(Exception):
+            dist.destroy_process_group()
 
 
 @dataclass(frozen=True)
