@@ -200,6 +200,15 @@ def test_other_devices_and_layouts_pass_through():
     assert z.device.type == "meta" and mode.allocated == 1
 
 
+def test_factories_keep_their_device_and_dtype():
+    meta = torch.empty(4096, dtype=torch.float64, device="meta")
+    with ReuseBuffers(min_bytes=SMALL) as mode:
+        z = meta.new_zeros(4096)  # the tensor's device and dtype, not the CPU's default
+        w = torch.empty(4096, dtype=torch.float64).new_zeros(4096)  # CPU blocks, w zeroed
+    assert z.device.type == "meta" and z.dtype == torch.float64
+    assert w.dtype == torch.float64 and not w.any() and mode.allocated == 2  # empty, new_zeros
+
+
 def test_a_rate_from_upstream_of_two_runs(small_blocks):
     """A rate computed by a graph upstream of two runs: both backwards go through it, with
     the same gradient as without reuse."""

@@ -92,6 +92,8 @@ _EMPTY = {aten.empty.memory_format, aten.empty_like.default}
 _LIKE = {aten.empty_like.default, aten.zeros_like.default}
 _FACTORIES = _EMPTY | _LIKE | {aten.zeros.default, aten.new_zeros.default}
 _VIEW_BACKWARD = {aten.select_backward.default, aten.slice_backward.default}
+_HOOKED = "lpm_graph.reuse"
+"""The key of an autograd node's ``metadata`` that names the mode hooked on it."""
 
 
 def _out_overload(func: torch._ops.OpOverload) -> torch._ops.OpOverload:
@@ -240,18 +242,19 @@ class ReuseBuffers(TorchDispatchMode):
 
     def _factory(self, func: Any, args: tuple, kwargs: dict) -> Any:
         """``empty``, ``zeros`` and their ``_like`` / ``new_`` forms in a block."""
-        like = args[0] if func in _LIKE else None
         if func in _LIKE:
+            like = args[0]
             shape, dtype = like.shape, kwargs.get("dtype") or like.dtype
             device = torch.device(kwargs.get("device") or like.device)
             if not like.is_contiguous() and kwargs.get("memory_format") is not (
                 torch.contiguous_format
             ):
                 return None
+        elif func is aten.new_zeros.default:  # dtype and device default to the tensor's
+            shape, dtype = args[1], kwargs.get("dtype") or args[0].dtype
+            device = torch.device(kwargs.get("device") or args[0].device)
         else:
-            shape = args[1] if func is aten.new_zeros.default else args[0]
-            default = args[0].dtype if func is aten.new_zeros.default else None
-            dtype = kwargs.get("dtype") or default or torch.get_default_dtype()
+            shape, dtype = args[0], kwargs.get("dtype") or torch.get_default_dtype()
             device = torch.device(kwargs.get("device") or "cpu")
         if (
             device.type != "cpu"
@@ -355,7 +358,3 @@ def reuse_in_backward(
             node.register_hook(leave)
         todo.extend(n for n, _ in node.next_functions)
     return len(seen)
-
-
-_HOOKED = "lpm_graph.reuse"
-"""The key of a node's ``metadata`` that names the mode hooked on it."""
