@@ -226,3 +226,39 @@ def test_trajectory_tells_groups_from_replicates():
     assert run.replicates == 3 and table.shape[0] == 15
     assert sorted(table["replicate"].unique()) == [0, 1, 2]
     assert "S=<3 replicates>" in repr(run) and "S_by_age=<8 x 3>" in repr(run)
+
+
+@pytest.mark.parametrize("checkpoint", [None, 4])
+def test_draws_ahead_leave_runs_and_gradients_unchanged(monkeypatch, checkpoint):
+    # each step's draws are filled while the last step's totals are taken: the same numbers,
+    # so the same run, with or without gradients and checkpointing
+    from lpm_graph.layers import RandomStreams
+    from lpm_graph.layers.samplers import CHUNK
+
+    graph = erdos_renyi(CHUNK + 20_000, 6.0, seed=2)
+    drawn_ahead = []
+    draw_ahead = RandomStreams.draw_ahead
+
+    def counted(self, step, next_step):
+        draw_ahead(self, step, next_step)
+        drawn_ahead.append(len(self._ahead))
+
+    def run():
+        sir = SIR(0.1, 0.2)
+        traj = simulate(sir, graph, 12, initial_infected=40, seed=5, checkpoint=checkpoint)
+        traj.counts["R"][-1].backward()
+        return traj, sir.transmission_rate.grad
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        monkeypatch.setattr(RandomStreams, "draw_ahead", counted)
+        ahead, ahead_grad = run()
+        monkeypatch.setattr(RandomStreams, "draw_ahead", lambda self, step, next_step: None)
+        plain, plain_grad = run()
+    finally:
+        torch.set_num_threads(before)
+    assert sum(drawn_ahead) >= 11  # every step but the last drew the next one's numbers
+    for name in plain.counts:
+        assert torch.equal(ahead.counts[name], plain.counts[name])
+    assert torch.equal(ahead_grad, plain_grad)

@@ -422,6 +422,7 @@ class Simulator(nn.Module):
         start = list(state.values())
         t = 0
         chunk = self.checkpoint or 1
+        streams.forget_ahead()  # the initial state's draws are no step's
         use_checkpoint = self.checkpoint is not None and torch.is_grad_enabled()
         with reuse or contextlib.nullcontext():
             while t < self.steps:
@@ -429,11 +430,12 @@ class Simulator(nn.Module):
                 if use_checkpoint:
                     state, obs, fl, kept = self._checkpointed(graph, state, names, t, n, streams)
                 else:
-                    state, obs, fl, kept = self._run(graph, state, t, n, streams)
+                    state, obs, fl, kept = self._run(graph, state, t, n, streams, self.steps)
                 record.extend(obs, fl, kept)
                 t += n
                 if bar is not None:
                     bar.update(n)
+        streams.forget_ahead()  # none in a plain run: each step draws what the last one drew
         if bar is not None:
             bar.close()
         traj = record.trajectory(state, self.protocol.dt)
@@ -564,12 +566,23 @@ class Simulator(nn.Module):
         return len(seeds)
 
     def _run(
-        self, graph: PopulationGraph, state: State, t0: int, n: int, streams: RandomStreams
+        self,
+        graph: PopulationGraph,
+        state: State,
+        t0: int,
+        n: int,
+        streams: RandomStreams,
+        end: int | None = None,
     ) -> tuple[State, list[dict[str, Tensor]], list[dict[str, Tensor]], list[State]]:
+        """Steps ``t0 .. t0 + n - 1``; the draws of the steps before ``end`` (default
+        ``t0 + n``) are filled one step ahead, while the step before takes its totals."""
         observed, flows, kept = [], [], []
+        end = t0 + n if end is None else end
         for t in range(t0, t0 + n):
             ctx = StepContext.begin(t, self.protocol.dt, state, streams, self.mode, self.estimator)
             state = self.protocol.step(graph, state, ctx)
+            if t + 1 < end:
+                streams.draw_ahead(t, t + 1)
             step_flows = ctx.flows
             totals = self.protocol.total_flows(step_flows)
             observed.append(self.protocol.observe(state))

@@ -226,3 +226,44 @@ def test_long_draws_keep_shapes_and_ensemble_columns():
     for i, seed in enumerate((5, 6)):
         alone = RandomStreams(seed).uniform("recovery", 2, (2 * CHUNK,), torch.float32)
         assert torch.equal(ensemble[:, i], alone)
+
+
+def test_draws_ahead_are_the_numbers_a_draw_gives():
+    from lpm_graph.layers.samplers import CHUNK
+
+    n, f32 = 3 * CHUNK + 5, torch.float32
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        streams = RandomStreams(3)
+        streams.uniform("sir", 4, (n,), f32)
+        streams.uniform("short", 4, (10,), f32)  # one generator's draw: nothing to gain
+        streams.uniform("attribute", 0, (n,), f32)  # a fixed step is not the step's draw
+        streams.draw_ahead(4, 5)
+        assert list(streams._ahead) == [("sir", 5, (n,), f32)]
+        ahead = streams.uniform("sir", 5, (n,), f32)
+        assert not streams._ahead
+        assert torch.equal(ahead, RandomStreams(3).uniform("sir", 5, (n,), f32))
+        # a draw ahead nobody asks for is dropped; the next draw is drawn as usual
+        streams.uniform("sir", 5, (n,), f32)
+        streams.draw_ahead(5, 6)
+        streams.forget_ahead()
+        assert not streams._ahead
+        assert torch.equal(
+            streams.uniform("sir", 6, (n,), f32), RandomStreams(3).uniform("sir", 6, (n,), f32)
+        )
+        torch.set_num_threads(1)  # no second core: nothing is drawn ahead
+        streams.uniform("sir", 6, (n,), f32)
+        streams.draw_ahead(6, 7)
+        assert not streams._ahead
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_ensembles_draw_nothing_ahead():
+    from lpm_graph.layers.samplers import CHUNK
+
+    streams = RandomStreams([1, 2])
+    streams.uniform("sir", 0, (2 * CHUNK, 2), torch.float32)
+    streams.draw_ahead(0, 1)
+    assert not streams._ahead

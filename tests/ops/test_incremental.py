@@ -16,6 +16,7 @@ import torch
 from lpm_graph.layers import Transmission
 from lpm_graph.ops import CSR, IncrementalSum
 from lpm_graph.ops.aggregate import csr_sum
+from lpm_graph.ops.incremental import _changed
 
 
 def loop_sum(edge_index: torch.Tensor, x: torch.Tensor, num_dst: int) -> torch.Tensor:
@@ -63,6 +64,35 @@ def test_sequence_equals_full_product(dtype, features, sizes):
         assert torch.equal(out, full(csr, x)), f"call {k} (share {share})"
         assert torch.equal(out.double(), loop_sum(edge_index, x, num_dst))
     assert 5 <= inc.updates <= 8  # the small changes were updates; 0.5 and 1.0 were not
+
+
+@pytest.mark.parametrize("n", [0, 7, 2**15 - 1, 2**15, 2**15 + 5, 200_003])
+@pytest.mark.parametrize("share", [0.0, 1e-4, 0.01, 0.2, 1.0])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_changed_entries_are_those_nonzero_finds(n, share, dtype):
+    # the two-level search (words of the mask, then their entries; a tail not filling a word;
+    # one pass when many words hold a change) against torch.nonzero over the whole mask
+    old = (torch.rand(n, generator=torch.Generator().manual_seed(n)) < 0.3).to(dtype)
+    new = flip(old, share, seed=1)
+    assert torch.equal(_changed(new, old), torch.nonzero(new != old).squeeze(1))
+    if n > 100:
+        new[[3, n - 1]] = float("nan")  # NaN differs from 0 and 1
+        assert {3, n - 1} <= set(_changed(new, old).tolist())
+
+
+def test_a_negative_zero_is_pushed_as_no_change():
+    # bits differ from +0.0, so -0.0 counts as changed; its push adds -0.0, which changes no sum
+    edge_index = random_graph(40_000, 40_000, 200_000, seed=4)
+    csr = CSR.from_edge_index(edge_index, 40_000, 40_000)
+    inc = IncrementalSum(max_edges=0.5)
+    x = (torch.rand(40_000, generator=torch.Generator().manual_seed(2)) < 0.1).float()
+    csr_sum(csr, x, csr.ones(x.dtype), inc)
+    y = flip(x, 0.01, seed=3)
+    y[torch.nonzero(y == 0)[:50, 0]] = -0.0
+    out = csr_sum(csr, y, csr.ones(y.dtype), inc)
+    assert inc.updates == 1
+    assert torch.equal(out, full(csr, y))
+    assert torch.equal(out.double(), loop_sum(edge_index, y, 40_000))
 
 
 def test_large_change_takes_the_full_product():
@@ -211,7 +241,7 @@ def test_sir_runs_equal_with_and_without_updates(monkeypatch, grad, checkpoint):
     # another step, which the update must handle like any other input
     from lpm_graph.datasets import erdos_renyi
 
-    graph = erdos_renyi(3000, 8, seed=0)
+    graph = erdos_renyi(3000 if checkpoint else 40_000, 8, seed=0)  # 40k: the words' search
     fast, fast_grads, updates = _sir_run(graph, ("cpu",), monkeypatch, grad, checkpoint)
     plain, plain_grads, none = _sir_run(graph, (), monkeypatch, grad, checkpoint)
     assert updates > 20 and none == 0

@@ -265,6 +265,45 @@ def test_seeded_runs_are_bit_identical():
     assert not torch.equal(runs[0].counts["R"], runs[2].counts["R"])
 
 
+@pytest.mark.parametrize("relations", [1, 2])
+def test_one_stochastic_infection_step_by_hand_bit_for_bit(relations):
+    # the model's formula as written, escape = exp(-(tau dt sum_j I_j)) over the in-neighbours
+    # of every relation, with the step's own uniforms and the straight-through flow; the phase
+    # folds the sign into the rate, which must change no value and no gradient by a bit
+    from torch_geometric.data import HeteroData
+
+    from lpm_graph.layers import RandomStreams, bernoulli_st
+    from lpm_graph.protocols.base import StepContext
+
+    n = 3_000
+    data = HeteroData()
+    data["agent"].num_nodes = n
+    for k in range(relations):
+        layer = erdos_renyi(n, 8.0, seed=5 + k)
+        data["agent", f"layer{k}", "agent"].edge_index = layer.edge_index()
+    graph = PopulationGraph(data)
+    rels = graph.relations
+    tau = torch.tensor(0.07, requires_grad=True)
+    sir = SIR(tau, 0.1, dt=0.5)
+    streams = RandomStreams(4)
+    state = sir.initial_state(graph, 300, streams, None, torch.float32, "stochastic")
+    ctx = StepContext.begin(0, sir.dt, state, streams)
+    sir.phases[0](graph, state, ctx)
+    new = ctx.flows["infections"]
+    (grad,) = torch.autograd.grad((new * torch.arange(n)).sum(), tau)
+
+    infectious, hazard = state["I"], 0
+    for rel in rels:  # lambda dt = sum over relations of tau dt x (infectious in-neighbours)
+        src, dst = graph.edge_index(rel)
+        hazard = hazard + torch.zeros(n).index_add_(0, dst, infectious[src]) * (tau * sir.dt)
+    escape = torch.exp(-hazard)
+    u = RandomStreams(4).uniform("sir", 0, (n,), torch.float32)
+    by_hand = bernoulli_st(survival=escape, uniform=u) * state["S"]
+    (grad_by_hand,) = torch.autograd.grad((by_hand * torch.arange(n)).sum(), tau)
+    assert torch.equal(new, by_hand) and new.sum() > 10
+    assert torch.equal(grad, grad_by_hand)
+
+
 def test_gradients_do_not_change_the_draws():
     graph = erdos_renyi(1_000, 10.0, seed=3)
     with torch.no_grad():

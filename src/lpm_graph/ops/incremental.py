@@ -44,6 +44,12 @@ __all__ = ["IncrementalSum"]
 # float32 sums integers exactly up to 2^24, float64 up to 2^53: the in-degree bound below which
 # every partial sum of 0/1 values, in any order, is exact
 _EXACT_DEGREE = {torch.float32: 2**24, torch.float64: 2**53}
+# the integer type of each float's width, to compare values bit for bit
+_SAME_WIDTH = {torch.float32: torch.int32, torch.float64: torch.int64}
+_WORD = 8  # entries of a bool mask per int64 word
+_WORD_MIN = 2**15  # below this many entries a single nonzero is as cheap
+# when more than 1 word in this many holds a change, the candidates cost more than they save
+_DENSE_WORDS = 4
 
 
 @dataclass
@@ -123,7 +129,7 @@ class IncrementalSum:
         a changed entry). Full product when more than ``max_edges`` of the edges would move."""
         width = x[0].numel() if x.dim() > 1 else 1
         new, old = x.reshape(-1), last.x.reshape(-1)
-        changed = torch.nonzero(new != old).squeeze(1)  # NaN differs from everything
+        changed = _changed(new, old)
         values = new.index_select(0, changed)
         if not _indicator(values):
             return None  # x left {0, 1}: the last entry's exactness no longer carries over
@@ -148,6 +154,34 @@ class IncrementalSum:
             out.view(-1).index_add_(0, dst, step)
         self.updates += 1
         return out
+
+
+def _changed(new: Tensor, old: Tensor) -> Tensor:
+    """The positions, ascending, where the 1-D ``new`` and ``old`` differ in their bits.
+
+    For an ``old`` of 0s and 1s these are the positions where ``new != old`` but for ``-0.0``,
+    which counts as changed here (and is then pushed as a change of ``-0.0``, which adds
+    nothing); NaN differs from both. Comparing the bits as integers is ~2x faster than
+    comparing floats, and the search runs in two levels: the 8-byte words of the mask that
+    hold a change, then the entries of those words. ``torch.nonzero`` over the whole mask
+    (~1.5 ns per entry on one core) was a tenth of a 1e6-agent SIR step; the words are an
+    eighth of the entries, and in a step few of them hold a change.
+    """
+    ints = _SAME_WIDTH[new.dtype]
+    mask = new.view(ints) != old.view(ints)
+    n = mask.numel()
+    head = n - n % _WORD
+    if head < _WORD_MIN:
+        return torch.nonzero(mask).squeeze(1)
+    words = torch.nonzero(mask[:head].view(torch.int64)).squeeze(1)
+    if words.numel() > head // (_WORD * _DENSE_WORDS):  # many words hit: one pass is cheaper
+        return torch.nonzero(mask).squeeze(1)
+    near = (words.unsqueeze(1) * _WORD + torch.arange(_WORD, device=mask.device)).view(-1)
+    changed = near[mask.index_select(0, near)]
+    if head < n:
+        tail = torch.nonzero(mask[head:]).squeeze(1) + head
+        changed = torch.cat([changed, tail])
+    return changed
 
 
 def _indicator(x: Tensor) -> bool:

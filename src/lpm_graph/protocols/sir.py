@@ -62,24 +62,27 @@ class Infection(Phase):
         return [r for r in graph.relations if r[0] == t and r[2] == t]
 
     def forward(self, graph: PopulationGraph, state: State, ctx: StepContext) -> State:
-        rate_dt = self.owner.transmission_rate * ctx.dt  # fold dt into the rate once
+        # dt and the sign of exp(-lambda dt) folded into the rate once: tau * (-dt) is
+        # -(tau * dt) exactly, and so is every product and sum below, so the values equal
+        # those of exp(-(sum of the hazards)) bit for bit without a pass over the agents
+        rate = self.owner.transmission_rate * -ctx.dt
         infectious = state["I"]
         # stochastic states are 0/1 and change in few agents a step: the layer updates its
         # last force of infection from the changes (same values; see IncrementalSum)
         indicator = ctx.mode == "stochastic"
-        hazard_dt = None  # lambda_i * dt
+        minus_hazard_dt = None  # -lambda_i * dt
         for rel in self.relations(graph):
             lam = self.transmission(
                 graph.csr(rel),
                 infectious,
-                rate_dt,
+                rate,
                 edge_weight=graph.edge_weight(rel),
                 indicator=indicator,
             )
-            hazard_dt = lam if hazard_dt is None else hazard_dt + lam
-        if hazard_dt is None:
+            minus_hazard_dt = lam if minus_hazard_dt is None else minus_hazard_dt + lam
+        if minus_hazard_dt is None:
             return state
-        escape = torch.exp(-hazard_dt)  # probability of no infection during the step
+        escape = torch.exp(minus_hazard_dt)  # probability of no infection during the step
         new = ctx.flow(self.name, escape, state["S"], stream=DRAWS)
         ctx.flows["infections"] = new
         return {**state, "S": state["S"] - new, "I": state["I"] + new}
