@@ -258,7 +258,7 @@ def test_draws_ahead_leave_runs_and_gradients_unchanged(monkeypatch, checkpoint)
         plain, plain_grad = run()
     finally:
         torch.set_num_threads(before)
-    assert sum(drawn_ahead) >= 11  # every step but the last drew the next one's numbers
+    assert drawn_ahead.count(1) >= 11  # every step but the last drew the next one's numbers
     for name in plain.counts:
         assert torch.equal(ahead.counts[name], plain.counts[name])
     assert torch.equal(ahead_grad, plain_grad)

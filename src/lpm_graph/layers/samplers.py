@@ -118,11 +118,11 @@ class RandomStreams:
         members = self.members
         if members is None:
             key = (name, step, shape, dtype)
+            if self._chunked(shape):
+                self._drawn.append(key)
             ahead = self._ahead.pop(key, None)
             if ahead is not None:
                 return ahead.result()
-            if self._chunked(shape):
-                self._drawn.append(key)
             return self._draw(name, step, None, shape, dtype)
         if not shape or shape[-1] != len(members):
             raise ValueError(
