@@ -47,6 +47,6 @@ _FUNCTIONS = (
 def warm_up() -> None:
     """Call every function above once on a small tensor (one thread) per float dtype."""
     for dtype in (torch.float32, torch.float64):
-        x = torch.full((64,), 0.5, dtype=dtype)
+        x = torch.full((64,), 0.5, dtype=dtype, device="cpu")  # whatever the default device
         for fn in _FUNCTIONS:
             fn(x)

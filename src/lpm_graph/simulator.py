@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -424,7 +424,7 @@ class Simulator(nn.Module):
         chunk = self.checkpoint or 1
         streams.forget_ahead()  # the initial state's draws are no step's
         use_checkpoint = self.checkpoint is not None and torch.is_grad_enabled()
-        with reuse or contextlib.nullcontext():
+        with reuse or contextlib.nullcontext(), _forgetting_ahead(streams):
             while t < self.steps:
                 n = min(chunk, self.steps - t)
                 if use_checkpoint:
@@ -435,7 +435,6 @@ class Simulator(nn.Module):
                 t += n
                 if bar is not None:
                     bar.update(n)
-        streams.forget_ahead()  # none in a plain run: each step draws what the last one drew
         if bar is not None:
             bar.close()
         traj = record.trajectory(state, self.protocol.dt)
@@ -769,6 +768,16 @@ class Simulator(nn.Module):
 
     def extra_repr(self) -> str:
         return f"steps={self.steps}, mode={self.mode!r}, checkpoint={self.checkpoint}"
+
+
+@contextlib.contextmanager
+def _forgetting_ahead(streams: RandomStreams) -> Iterator[None]:
+    """Drop the draws filled ahead that no step asked for when the steps end, normally or not
+    (none in a plain run: each step draws what the step before drew)."""
+    try:
+        yield
+    finally:
+        streams.forget_ahead()
 
 
 def _tensors_of(module: nn.Module) -> list[Tensor]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import torch
@@ -267,3 +268,48 @@ def test_ensembles_draw_nothing_ahead():
     streams.uniform("sir", 0, (2 * CHUNK, 2), torch.float32)
     streams.draw_ahead(0, 1)
     assert not streams._ahead
+
+
+def test_draw_ahead_skips_step_zero_and_forgets_failed_fills(monkeypatch):
+    from lpm_graph.layers.samplers import CHUNK
+
+    n, f32 = 2 * CHUNK, torch.float32
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        streams = RandomStreams(3)
+        streams.uniform("attribute", 0, (n,), f32)  # at step 0, a fixed-step draw looks alike
+        streams.draw_ahead(0, 1)
+        assert not streams._ahead
+        streams.uniform("sir", 1, (n,), f32)
+        monkeypatch.setattr(streams, "_generator", lambda key: 1 / 0)  # every fill fails
+        streams.draw_ahead(1, 2)
+        assert streams._ahead
+        streams.forget_ahead()  # a failed fill nobody asked for is dropped, not raised
+        assert not streams._ahead
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_forked_child_draws_in_chunks():
+    # the child inherits the parent's fill pool but not its threads
+    import subprocess
+    import sys
+
+    script = """
+import os, torch
+from lpm_graph.layers import RandomStreams
+from lpm_graph.layers.samplers import CHUNK
+torch.set_num_threads(2)
+first = RandomStreams(1).uniform("sir", 0, (4 * CHUNK,), torch.float32)
+pid = os.fork()
+if pid == 0:
+    again = RandomStreams(1).uniform("sir", 0, (4 * CHUNK,), torch.float32)
+    os._exit(0 if torch.equal(first, again) else 3)
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120)  # fmt: skip
+    assert out.stdout.strip() == "0", out.stdout + out.stderr

@@ -36,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import math
 import numbers
+import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -51,6 +52,17 @@ CHUNK = 2**17
 
 _pool: tuple[int, ThreadPoolExecutor] | None = None  # (workers, pool)
 _pool_lock = threading.Lock()
+_DRAWN_KEPT = 64  # chunked draws remembered for draw_ahead (a run without it keeps no more)
+
+
+def _forget_pool_in_child() -> None:
+    """A forked child inherits the pool but not its threads: its first fill would wait forever."""
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_in_child)
 
 
 def _fill_pool(workers: int) -> ThreadPoolExecutor:
@@ -80,7 +92,7 @@ class RandomStreams:
     def __init__(self, seed: int | Sequence[int], device: torch.device | str = "cpu") -> None:
         self.seed: int | tuple[int, ...] = _check_seed(seed)
         self._ahead: dict[tuple, _Ahead] = {}  # draws being filled in the background
-        self._drawn: list[tuple] = []  # the chunked draws since the last draw_ahead
+        self._drawn: dict[tuple, None] = {}  # the chunked draws since the last draw_ahead
         try:
             self.device = torch.device(device)
         except (RuntimeError, TypeError):
@@ -119,7 +131,9 @@ class RandomStreams:
         if members is None:
             key = (name, step, shape, dtype)
             if self._chunked(shape):
-                self._drawn.append(key)
+                self._drawn[key] = None
+                if len(self._drawn) > _DRAWN_KEPT:
+                    del self._drawn[next(iter(self._drawn))]
             ahead = self._ahead.pop(key, None)
             if ahead is not None:
                 return ahead.result()
@@ -144,8 +158,10 @@ class RandomStreams:
         The simulator calls it after each step's phases, so that the next step's draws (a
         fifth of an SIR step at 1e6 agents on 2 cores) fill while this step's totals and the
         next step's force of infection are computed."""
-        drawn, self._drawn = self._drawn, []
-        if torch.get_num_threads() < 2:  # no second core to fill on
+        drawn, self._drawn = self._drawn, {}
+        # one core: nothing to fill on; step 0: a draw at a fixed step (an agent attribute
+        # drawn with step=0) cannot be told from the step's own, and would be filled for nothing
+        if torch.get_num_threads() < 2 or step == 0:
             return
         for name, at, shape, dtype in drawn:
             key = (name, next_step, shape, dtype)
@@ -153,11 +169,12 @@ class RandomStreams:
                 self._ahead[key] = self._fill(name, next_step, None, shape, dtype, wait=False)
 
     def forget_ahead(self) -> None:
-        """Drop the draws filled ahead that nobody asked for (waiting for their fills)."""
-        for ahead in self._ahead.values():
-            ahead.result()
-        self._ahead.clear()
+        """Drop the draws filled ahead that nobody asked for, once their fills have ended (an
+        error of a fill nobody asked for is dropped with it)."""
+        aheads, self._ahead = list(self._ahead.values()), {}
         self._drawn.clear()
+        for ahead in aheads:
+            ahead.wait()
 
     def _chunked(self, shape: tuple[int, ...]) -> bool:
         return self.device.type == "cpu" and math.prod(shape) > CHUNK
@@ -185,10 +202,13 @@ class RandomStreams:
         size = CHUNK  # the chunk size, read once
         out = torch.empty(math.prod(shape), dtype=dtype, device=self.device)
         chunks = range(math.ceil(out.numel() / size))
+        # an inference tensor may only be written in inference mode, which is per thread
+        inference = torch.is_inference_mode_enabled()
 
         def fill(k: int) -> None:
             gen = self._generator(self.key(name, step, seed, chunk=k))
-            out[k * size : (k + 1) * size].uniform_(generator=gen)
+            with torch.inference_mode(inference):
+                out[k * size : (k + 1) * size].uniform_(generator=gen)
 
         workers = min(torch.get_num_threads(), len(chunks))
         if workers > 1 or not wait:  # uniform_ releases the GIL
@@ -222,6 +242,12 @@ class _Ahead:
             future.result()  # re-raises a fill's error
         self.futures = []
         return self.out
+
+    def wait(self) -> None:
+        """Wait for the fills, ignoring their errors (for a draw nobody will read)."""
+        for future in self.futures:
+            future.exception()
+        self.futures = []
 
 
 def _check_seed(seed: object) -> int | tuple[int, ...]:

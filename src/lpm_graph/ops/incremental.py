@@ -18,9 +18,10 @@ Results equal the full product bit for bit, because the update is used only wher
 exact: unit edge values, ``x`` in {0, 1} (checked in full on a fresh start, then on the changed
 entries each call) and ``float32`` / ``float64`` sums of at most 2^24 / 2^53 ones. Anything
 else (weighted edges, probabilities, NaN, a tensor changed in place since the last call, a
-non-CPU device, where the update would need host synchronisation, or tracing by
-``torch.compile``, where its data-dependent shapes would recompile every step) takes the full
-product.
+non-CPU device, where the update would need host synchronisation, tracing by
+``torch.compile``, where its data-dependent shapes would recompile every step, or an inference
+tensor (``torch.inference_mode``), which has no version counter to reveal an in-place change)
+takes the full product.
 Gradients are those of the full product: the update only changes how the forward value is
 computed.
 
@@ -109,6 +110,7 @@ class IncrementalSum:
             or x.dtype not in _EXACT_DEGREE
             or csr.num_edges == 0
             or torch.compiler.is_compiling()  # data-dependent shapes: a recompile per step
+            or x.is_inference()  # no version counter: an in-place change could not be seen
         ):
             return full(x)
         last = self._last.get(csr)
