@@ -422,7 +422,6 @@ class Simulator(nn.Module):
         start = list(state.values())
         t = 0
         chunk = self.checkpoint or 1
-        streams.forget_ahead()  # the initial state's draws are no step's
         use_checkpoint = self.checkpoint is not None and torch.is_grad_enabled()
         with reuse or contextlib.nullcontext(), _forgetting_ahead(streams):
             while t < self.steps:

@@ -166,7 +166,7 @@ class RandomStreams:
         for name, at, shape, dtype in drawn:
             key = (name, next_step, shape, dtype)
             if at == step and key not in self._ahead:
-                self._ahead[key] = self._fill(name, next_step, None, shape, dtype, wait=False)
+                self._ahead[key] = self._fill(name, next_step, None, shape, dtype)
 
     def forget_ahead(self) -> None:
         """Drop the draws filled ahead that nobody asked for, once their fills have ended (an
@@ -186,19 +186,13 @@ class RandomStreams:
         if not self._chunked(shape):
             gen = self._generator(self.key(name, step, seed))
             return torch.rand(shape, generator=gen, dtype=dtype, device=self.device)
-        return self._fill(name, step, seed, shape, dtype, wait=True).result()
+        return self._fill(name, step, seed, shape, dtype).result()
 
     def _fill(
-        self,
-        name: str,
-        step: int,
-        seed: int | None,
-        shape: tuple[int, ...],
-        dtype: torch.dtype,
-        wait: bool,
+        self, name: str, step: int, seed: int | None, shape: tuple[int, ...], dtype: torch.dtype
     ) -> _Ahead:
-        """Fill a chunked draw on the pool's threads; ``wait=False`` returns before the chunks
-        are filled (the result waits for them)."""
+        """Start filling a chunked draw on the pool's threads (in this one with one torch
+        thread); the result waits for the chunks."""
         size = CHUNK  # the chunk size, read once
         out = torch.empty(math.prod(shape), dtype=dtype, device=self.device)
         chunks = range(math.ceil(out.numel() / size))
@@ -211,11 +205,9 @@ class RandomStreams:
                 out[k * size : (k + 1) * size].uniform_(generator=gen)
 
         workers = min(torch.get_num_threads(), len(chunks))
-        if workers > 1 or not wait:  # uniform_ releases the GIL
-            pool = _fill_pool(max(workers, 1))
-            futures = [pool.submit(fill, k) for k in chunks]
-            ahead = _Ahead(out.view(shape), futures)
-            return ahead if not wait else _Ahead(ahead.result(), [])
+        if workers > 1:  # uniform_ releases the GIL
+            pool = _fill_pool(workers)
+            return _Ahead(out.view(shape), [pool.submit(fill, k) for k in chunks])
         for k in chunks:
             fill(k)
         return _Ahead(out.view(shape), [])
