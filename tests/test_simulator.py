@@ -229,7 +229,7 @@ def test_trajectory_tells_groups_from_replicates():
 
 
 @pytest.mark.parametrize("checkpoint", [None, 4])
-def test_draws_ahead_leave_runs_and_gradients_unchanged(monkeypatch, checkpoint):
+def test_draws_ahead_leave_runs_and_gradients_unchanged(monkeypatch, checkpoint, two_threads):
     # each step's draws are filled while the last step's totals are taken: the same numbers,
     # so the same run, with or without gradients and checkpointing
     from lpm_graph.layers import RandomStreams
@@ -249,34 +249,24 @@ def test_draws_ahead_leave_runs_and_gradients_unchanged(monkeypatch, checkpoint)
         traj.counts["R"][-1].backward()
         return traj, sir.transmission_rate.grad
 
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)
-        monkeypatch.setattr(RandomStreams, "draw_ahead", counted)
-        ahead, ahead_grad = run()
-        monkeypatch.setattr(RandomStreams, "draw_ahead", lambda self, step, next_step: None)
-        plain, plain_grad = run()
-    finally:
-        torch.set_num_threads(before)
+    monkeypatch.setattr(RandomStreams, "draw_ahead", counted)
+    ahead, ahead_grad = run()
+    monkeypatch.setattr(RandomStreams, "draw_ahead", lambda self, step, next_step: None)
+    plain, plain_grad = run()
     assert drawn_ahead.count(1) >= 10  # steps 1-10 drew the next one's numbers (not 0 or 11)
     for name in plain.counts:
         assert torch.equal(ahead.counts[name], plain.counts[name])
     assert torch.equal(ahead_grad, plain_grad)
 
 
-def test_runs_under_inference_mode_draw_in_chunks():
+def test_runs_under_inference_mode_draw_in_chunks(two_threads):
     # the chunks fill on pool threads, where inference mode (per thread) must be set again to
     # write an inference tensor
     from lpm_graph.layers.samplers import CHUNK
 
     graph = erdos_renyi(CHUNK + 10_000, 4.0, seed=2)
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)
-        with torch.inference_mode():
-            inferred = simulate(SIR(0.1, 0.2), graph, 4, initial_infected=40, seed=3)
-        with torch.no_grad():
-            plain = simulate(SIR(0.1, 0.2), graph, 4, initial_infected=40, seed=3)
-    finally:
-        torch.set_num_threads(before)
+    with torch.inference_mode():
+        inferred = simulate(SIR(0.1, 0.2), graph, 4, initial_infected=40, seed=3)
+    with torch.no_grad():
+        plain = simulate(SIR(0.1, 0.2), graph, 4, initial_infected=40, seed=3)
     assert torch.equal(inferred.counts["I"], plain.counts["I"])

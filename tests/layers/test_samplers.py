@@ -229,36 +229,31 @@ def test_long_draws_keep_shapes_and_ensemble_columns():
         assert torch.equal(ensemble[:, i], alone)
 
 
-def test_draws_ahead_are_the_numbers_a_draw_gives():
+def test_draws_ahead_are_the_numbers_a_draw_gives(two_threads):
     from lpm_graph.layers.samplers import CHUNK
 
     n, f32 = 3 * CHUNK + 5, torch.float32
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)
-        streams = RandomStreams(3)
-        streams.uniform("sir", 4, (n,), f32)
-        streams.uniform("short", 4, (10,), f32)  # one generator's draw: nothing to gain
-        streams.uniform("attribute", 0, (n,), f32)  # a fixed step is not the step's draw
-        streams.draw_ahead(4, 5)
-        assert list(streams._ahead) == [("sir", 5, (n,), f32)]
-        ahead = streams.uniform("sir", 5, (n,), f32)
-        assert not streams._ahead
-        assert torch.equal(ahead, RandomStreams(3).uniform("sir", 5, (n,), f32))
-        # a draw ahead nobody asks for is dropped; the next draw is drawn as usual
-        streams.uniform("sir", 5, (n,), f32)
-        streams.draw_ahead(5, 6)
-        streams.forget_ahead()
-        assert not streams._ahead
-        assert torch.equal(
-            streams.uniform("sir", 6, (n,), f32), RandomStreams(3).uniform("sir", 6, (n,), f32)
-        )
-        torch.set_num_threads(1)  # no second core: nothing is drawn ahead
-        streams.uniform("sir", 6, (n,), f32)
-        streams.draw_ahead(6, 7)
-        assert not streams._ahead
-    finally:
-        torch.set_num_threads(before)
+    streams = RandomStreams(3)
+    streams.uniform("sir", 4, (n,), f32)
+    streams.uniform("short", 4, (10,), f32)  # one generator's draw: nothing to gain
+    streams.uniform("attribute", 0, (n,), f32)  # a fixed step is not the step's draw
+    streams.draw_ahead(4, 5)
+    assert list(streams._ahead) == [("sir", 5, (n,), f32)]
+    ahead = streams.uniform("sir", 5, (n,), f32)
+    assert not streams._ahead
+    assert torch.equal(ahead, RandomStreams(3).uniform("sir", 5, (n,), f32))
+    # a draw ahead nobody asks for is dropped; the next draw is drawn as usual
+    streams.uniform("sir", 5, (n,), f32)
+    streams.draw_ahead(5, 6)
+    streams.forget_ahead()
+    assert not streams._ahead
+    assert torch.equal(
+        streams.uniform("sir", 6, (n,), f32), RandomStreams(3).uniform("sir", 6, (n,), f32)
+    )
+    torch.set_num_threads(1)  # no second core: nothing is drawn ahead
+    streams.uniform("sir", 6, (n,), f32)
+    streams.draw_ahead(6, 7)
+    assert not streams._ahead
 
 
 def test_ensembles_draw_nothing_ahead():
@@ -270,25 +265,20 @@ def test_ensembles_draw_nothing_ahead():
     assert not streams._ahead
 
 
-def test_draw_ahead_skips_step_zero_and_forgets_failed_fills(monkeypatch):
+def test_draw_ahead_skips_step_zero_and_forgets_failed_fills(monkeypatch, two_threads):
     from lpm_graph.layers.samplers import CHUNK
 
     n, f32 = 2 * CHUNK, torch.float32
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)
-        streams = RandomStreams(3)
-        streams.uniform("attribute", 0, (n,), f32)  # at step 0, a fixed-step draw looks alike
-        streams.draw_ahead(0, 1)
-        assert not streams._ahead
-        streams.uniform("sir", 1, (n,), f32)
-        monkeypatch.setattr(streams, "_generator", lambda key: 1 / 0)  # every fill fails
-        streams.draw_ahead(1, 2)
-        assert streams._ahead
-        streams.forget_ahead()  # a failed fill nobody asked for is dropped, not raised
-        assert not streams._ahead
-    finally:
-        torch.set_num_threads(before)
+    streams = RandomStreams(3)
+    streams.uniform("attribute", 0, (n,), f32)  # at step 0, a fixed-step draw looks alike
+    streams.draw_ahead(0, 1)
+    assert not streams._ahead
+    streams.uniform("sir", 1, (n,), f32)
+    monkeypatch.setattr(streams, "_generator", lambda key: 1 / 0)  # every fill fails
+    streams.draw_ahead(1, 2)
+    assert streams._ahead
+    streams.forget_ahead()  # a failed fill nobody asked for is dropped, not raised
+    assert not streams._ahead
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
